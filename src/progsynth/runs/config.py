@@ -1,0 +1,207 @@
+"""Run configuration: frozen, validated dataclasses that the CLI and config files map onto one to one.
+
+Every default is documented once, here, at its field. A config file is the JSON written by
+``RunConfig.to_dict`` (the ``config.json`` of every run directory), so any run can be repeated with
+``progsynth train --config RUN/config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from progsynth.errors import ConfigError
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which algorithmic task to learn."""
+
+    op: str = "add"
+    """Binary operation on Z_p by name (see ``progsynth.tasks.modular.OPERATIONS``)."""
+    p: int = 113
+    """The modulus; must be prime for operations that need a field (div)."""
+    train_fraction: float = 0.3
+    """Fraction of the p² pairs used for training, in (0, 1]."""
+    split_seed: int = 0
+    """Seed of the train/test split (independent of the model seed)."""
+
+    def validate(self) -> None:
+        _check(isinstance(self.p, int) and self.p >= 2, f"task.p must be an integer ≥ 2, got {self.p!r}")
+        _check(
+            isinstance(self.train_fraction, (int, float)) and 0 < self.train_fraction <= 1,
+            f"task.train_fraction must lie in (0, 1], got {self.train_fraction!r}",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, and its sizes. Fields a model does not use are ignored by it."""
+
+    name: str = "transformer"
+    """'transformer' (Nanda et al.), 'gromov' (quadratic MLP on one-hot pairs) or 'mlp' (embedding MLP)."""
+    d_model: int = 128
+    """Transformer residual width / embedding-MLP embedding width."""
+    n_heads: int = 4
+    """Transformer attention heads."""
+    d_head: int = 32
+    """Transformer width per head."""
+    d_mlp: int = 512
+    """Transformer MLP width; also the hidden width of the 'gromov' and 'mlp' models."""
+    init: str = "nanda"
+    """Transformer initialisation: 'nanda' (the paper's code) or 'tl' (TransformerLens demo)."""
+    activation: str = "relu"
+    """Embedding-MLP activation: 'relu' or 'gelu'."""
+
+    def validate(self) -> None:
+        _check(self.name in ("transformer", "gromov", "mlp"),
+               f"model.name must be one of 'transformer', 'gromov', 'mlp', got {self.name!r}")
+        for name in ("d_model", "n_heads", "d_head", "d_mlp"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0, f"model.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer lens and its hyper-parameters (torch.optim conventions)."""
+
+    name: str = "adamw"
+    """One of 'gd', 'momentum', 'nesterov', 'adagrad', 'adam', 'adamw'."""
+    lr: float = 1e-3
+    """Step size."""
+    weight_decay: float = 1.0
+    """Weight decay (decoupled for adamw, L2 for the others)."""
+    beta1: float = 0.9
+    """Adam/AdamW first-moment decay (and momentum for 'momentum'/'nesterov')."""
+    beta2: float = 0.98
+    """Adam/AdamW second-moment decay."""
+
+    def validate(self) -> None:
+        _check(self.lr > 0 and math.isfinite(self.lr), f"optim.lr must be positive and finite, got {self.lr!r}")
+        _check(self.weight_decay >= 0, f"optim.weight_decay must be ≥ 0, got {self.weight_decay!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a training run."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: str = "cross_entropy"
+    """'cross_entropy' on logits, or 'mse' on one-hot targets (Gromov)."""
+    epochs: int = 25_000
+    """Full passes over the training set; with full batch, one optimizer step each."""
+    batch_size: int | None = None
+    """Examples per step; None means full batch."""
+    seed: int = 0
+    """Model initialisation (and minibatch order) seed."""
+    dtype: str = "float32"
+    """'float32' or 'float64'."""
+    metrics_every: int = 10
+    """Evaluate train/test loss and accuracy every this many steps."""
+    max_checkpoints: int = 200
+    """Upper bound on scheduled checkpoints (dense early, log-spaced later; always step 0 and the last)."""
+    resume_every_s: float = 30.0
+    """Also save a resume point at least this often (seconds), so a crash loses little work."""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        self.task.validate()
+        self.model.validate()
+        self.optim.validate()
+        _check(self.loss in ("cross_entropy", "mse"), f"loss must be 'cross_entropy' or 'mse', got {self.loss!r}")
+        _check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
+        _check(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size > 0),
+               f"batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
+        _check(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        _check(isinstance(self.metrics_every, int) and self.metrics_every >= 1,
+               f"metrics_every must be a positive integer, got {self.metrics_every!r}")
+        _check(isinstance(self.max_checkpoints, int) and self.max_checkpoints >= 2,
+               f"max_checkpoints must be an integer ≥ 2, got {self.max_checkpoints!r}")
+        _check(self.resume_every_s > 0, f"resume_every_s must be positive, got {self.resume_every_s!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build and validate a config from a dict (unknown keys are an error, naming the key)."""
+        nested = {"task": TaskConfig, "model": ModelConfig, "optim": OptimConfig}
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            _check(key in known, f"unknown config key {key!r}; expected one of {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in nested:
+                sub_known = {f.name for f in fields(nested[key])}
+                _check(isinstance(value, dict), f"config key {key!r} must be a mapping, got {value!r}")
+                for sub in value:
+                    _check(sub in sub_known, f"unknown config key {key}.{sub}; expected one of {sorted(sub_known)}")
+                kwargs[key] = nested[key](**value)
+            else:
+                kwargs[key] = value
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        """Read a JSON config file."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"config file {str(path)!r} is not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    def override(self, **changes: Any) -> RunConfig:
+        """A copy with dotted-name overrides, e.g. ``override(**{"task.p": 59, "epochs": 100})``."""
+        top: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if value is None:
+                continue
+            if "." in key:
+                head, sub = key.split(".", 1)
+                nested.setdefault(head, {})[sub] = value
+            else:
+                top[key] = value
+        for head, subs in nested.items():
+            top[head] = replace(getattr(self, head), **subs)
+        config = replace(self, **top)
+        config.validate()
+        return config
+
+
+PRESETS: dict[str, RunConfig] = {
+    # Nanda et al. 2023: p = 113, 30 % of pairs, AdamW lr 1e-3, wd 1, betas (0.9, 0.98), full batch.
+    "nanda": RunConfig(epochs=25_000, metrics_every=50),
+    # Gromov 2023: one-hot pairs -> 500 x² units -> p, MSE, AdamW lr 1e-2 wd 5, 50 % train, p = 97.
+    "gromov": RunConfig(
+        task=TaskConfig(p=97, train_fraction=0.5),
+        model=ModelConfig(name="gromov", d_mlp=500),
+        optim=OptimConfig(lr=1e-2, weight_decay=5.0),
+        loss="mse",
+        epochs=200,
+        metrics_every=1,
+    ),
+}
+
+
+def preset(name: str) -> RunConfig:
+    """A named preset ('nanda', 'gromov', 'quick')."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]
