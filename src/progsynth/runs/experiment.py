@@ -1,0 +1,99 @@
+"""Everything a run's configuration determines, built once: data, model, lenses and learner.
+
+Training (``runs.train``) and analyses that re-open a run both build an ``Experiment`` from the
+run's config, so a checkpoint always meets the exact model and data it was trained with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from progsynth.core.learner import Learner, TrainState
+from progsynth.core.losses import learning_rate, mse, softmax_cross_entropy
+from progsynth.core.optim import optimizer_from_name
+from progsynth.core.smooth import from_module
+from progsynth.models import build_model
+from progsynth.runs.config import RunConfig
+from progsynth.tasks.modular import ModularTask, modular_dataset
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class Experiment:
+    """Data, model and learner for one run configuration (shared by every seed of a group)."""
+
+    def __init__(self, config: RunConfig):
+        config.validate()
+        self.config = config
+        self.dtype = DTYPES[config.dtype]
+        task = config.task
+        self.task = ModularTask(op=task.op, p=task.p, train_fraction=task.train_fraction, split_seed=task.split_seed)
+        self.data = modular_dataset(self.task)
+        self.module_template = self.build_module(seed=0)
+        inputs = self.data.inputs(getattr(self.module_template, "input_kind", "tokens"), self.dtype)
+        labels = self.data.labels
+        targets = labels if config.loss == "cross_entropy" else \
+            torch.nn.functional.one_hot(labels, self.data.n_classes).to(self.dtype)
+        self.inputs, self.labels, self.targets = inputs, labels, targets
+        train, test = self.data.train_idx, self.data.test_idx
+        self.x_train, self.y_train, self.labels_train = inputs[train], targets[train], labels[train]
+        self.x_test, self.y_test, self.labels_test = inputs[test], targets[test], labels[test]
+        self.n_train = int(train.numel())
+        batch = config.batch_size or self.n_train
+        self.steps_per_epoch = -(-self.n_train // batch)
+        self.model = from_module(self.module_template, name=config.model.name)
+        self.loss = softmax_cross_entropy() if config.loss == "cross_entropy" else mse()
+        optimizer = self._optimizer()
+        self.learner = Learner(self.model, self.loss, optimizer, learning_rate(1.0))
+        # Under vmap the optimizer cannot sync to check p' is finite; the multi-seed trainer checks
+        # the loss of every seed outside vmap instead.
+        self._vmap_learner = Learner(self.model, self.loss, replace(optimizer, check_finite=False),
+                                     learning_rate(1.0))
+
+    def build_module(self, seed: int) -> nn.Module:
+        """A freshly initialised network for ``seed`` (deterministic)."""
+        m = self.config.model
+        return build_model(m.name, self.task, seed=seed, dtype=self.dtype, d_model=m.d_model, n_heads=m.n_heads,
+                           d_head=m.d_head, d_mlp=m.d_mlp, init=m.init, activation=m.activation)
+
+    def init_params(self, seed: int) -> dict[str, torch.Tensor]:
+        """The initial parameters for ``seed`` as the lens's parameter dict."""
+        return from_module(self.build_module(seed)).init()
+
+    def _optimizer(self) -> Any:
+        o = self.config.optim
+        hyper: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
+        if o.name in ("adam", "adamw"):
+            hyper["betas"] = (o.beta1, o.beta2)
+        elif o.name in ("momentum", "nesterov"):
+            hyper["momentum"] = o.beta1
+        return optimizer_from_name(o.name, **hyper)
+
+    def pure_step(self, opt_state: Any, params: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, Any, torch.Tensor]:
+        """The learner's step as a pure function of tensors (what the multi-seed trainer vmaps)."""
+        state, loss = self._vmap_learner.step(TrainState(opt_state, params, 0), x, y)
+        return state.opt_state, state.params, loss
+
+    @torch.no_grad()
+    def logits(self, params: Any, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's output on ``inputs`` (default: the full grid of pairs)."""
+        return self.model.get(params, self.inputs if inputs is None else inputs)
+
+    @torch.no_grad()
+    def evaluate(self, params: Any) -> dict[str, float]:
+        """Train/test loss and accuracy and the sum of squared weights, for metrics.jsonl."""
+        row: dict[str, float] = {}
+        for split, x, y, labels in (("train", self.x_train, self.y_train, self.labels_train),
+                                     ("test", self.x_test, self.y_test, self.labels_test)):
+            if x.shape[0] == 0:
+                row[f"{split}_loss"], row[f"{split}_accuracy"] = float("nan"), float("nan")
+                continue
+            out = self.model.get(params, x)
+            row[f"{split}_loss"] = float(self.loss.get(y, out))
+            row[f"{split}_accuracy"] = float((out.argmax(-1) == labels).double().mean())
+        row["weight_norm"] = float(sum((t.double() ** 2).sum() for t in params.values()))
+        return row

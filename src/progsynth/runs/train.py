@@ -1,0 +1,276 @@
+"""The training loop: iterate the learner's step, checkpoint on a schedule, log metrics, resume.
+
+There is one training loop, and it trains through ``core.learner`` (the put of the composite
+optimizer ; model ; loss ; rate lens). Several seeds train in one process as one vmapped step
+(``torch.func.vmap`` over stacked parameters and optimizer states), each seed writing its own run
+directory; one seed is the same loop without vmap.
+
+Nothing is lost: scheduled checkpoints plus a resume point at least every ``resume_every_s``
+seconds and on Ctrl-C, so an interruption loses at most one resume interval, and
+``resume(run_dir)`` continues bit-identically (full-batch training is deterministic on the CPU for
+a fixed thread count).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils import _pytree as pytree
+
+from progsynth.core.learner import TrainState
+from progsynth.errors import ConfigError, NonFiniteError, RunError
+from progsynth.runs.config import RunConfig
+from progsynth.runs.experiment import Experiment
+from progsynth.runs.schedule import checkpoint_schedule
+from progsynth.runs.store import RunStore, flatten_named
+
+SEED_DIR = "seed-{}"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or interrupted) training run reports."""
+
+    run_dirs: list[Path]
+    """One run directory per seed."""
+    steps: int
+    """Optimizer steps completed."""
+    total_steps: int
+    """Steps the configuration asks for."""
+    final: list[dict[str, float]]
+    """The last metrics row of each seed."""
+    interrupted: bool
+    """True when stopped by Ctrl-C (or a stop callback) before the end: resumable."""
+    seconds: float
+    """Wall time of this call's training loop."""
+
+
+ProgressFn = Callable[[int, int, list[dict[str, float]]], None]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'3' -> [3]; '0-7' -> [0..7]; '1,4,9' -> [1, 4, 9]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(f"seeds must look like '3', '0-7' or '1,4,9', got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def train(
+    config: RunConfig,
+    out: str | Path,
+    seeds: list[int] | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+) -> TrainResult:
+    """Train ``config`` into ``out`` (one seed: ``out`` is the run directory; several seeds:
+    ``out/seed-N`` each, trained together through vmap). ``should_stop(step)`` returning True acts
+    like Ctrl-C after that step (used by tests and by callers with their own stop signal)."""
+    config.validate()
+    seeds = [config.seed] if seeds is None else seeds
+    if len(seeds) > 1 and config.batch_size is not None:
+        raise ConfigError("training several seeds at once needs full-batch training (batch_size None), "
+                          f"got batch_size={config.batch_size}")
+    out = Path(out)
+    experiment = Experiment(config)  # validates task and model before any directory exists
+    dirs = [out] if len(seeds) == 1 else [out / SEED_DIR.format(s) for s in seeds]
+    for d in dirs:
+        if d.exists() and any(d.iterdir()):
+            raise RunError(f"run directory {str(d)!r} already exists and is not empty; "
+                           "choose another --out or resume it with --resume")
+    states, stores = [], []
+    for seed, d in zip(seeds, dirs):
+        seeded = config.override(seed=seed)
+        state = experiment.learner.init(experiment.init_params(seed))
+        rng = _batch_generator(seeded)
+        stores.append(RunStore.create(d, seeded, _checkpoint_tensors(state, rng)))
+        states.append((state, rng))
+    loop = _Loop(experiment, config, stores, states, progress, should_stop)
+    return loop.run()
+
+
+def resume(run_dir: str | Path, progress: ProgressFn | None = None,
+           should_stop: Callable[[int], bool] | None = None) -> TrainResult:
+    """Continue a run (or a multi-seed group directory) from its newest checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {str(run_dir)!r} does not exist")
+    if (run_dir / "config.json").is_file():
+        dirs = [run_dir]
+    else:
+        dirs = sorted(run_dir.glob("seed-*"), key=lambda p: int(p.name.removeprefix("seed-")))
+        if not dirs:
+            raise RunError(f"{str(run_dir)!r} is neither a run directory (no config.json) nor a group of seed-N runs")
+    stores = [RunStore.open(d) for d in dirs]
+    configs = [s.config() for s in stores]
+    config = configs[0]
+    experiment = Experiment(config)
+    states = []
+    for store, seeded in zip(stores, configs):
+        checkpoint = store.load_checkpoint()
+        fresh = experiment.learner.init(experiment.init_params(seeded.seed))
+        params = checkpoint.params(fresh.params)
+        state = TrainState(checkpoint.opt_state(fresh.opt_state), params, checkpoint.step)
+        rng = _batch_generator(seeded)
+        if rng is not None:
+            rng.restore(checkpoint.tensors["rng"])
+        store.truncate_metrics(checkpoint.step)
+        states.append((state, rng))
+    if len({s.step for s, _ in states}) != 1:
+        raise RunError(f"the seeds in {str(run_dir)!r} stopped at different steps "
+                       f"({[s.step for s, _ in states]}); resume them one by one")
+    return _Loop(experiment, config, stores, states, progress, should_stop).run()
+
+
+class _BatchOrder:
+    """The minibatch order's generator, remembering its state at the start of the current epoch
+    (what a checkpoint saves, so a resumed run redraws that epoch's order and skips ahead)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_start_state = self.generator.get_state()
+
+    def next_epoch(self, n: int) -> torch.Tensor:
+        self.epoch_start_state = self.generator.get_state()
+        return torch.randperm(n, generator=self.generator)
+
+    def restore(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+        self.epoch_start_state = state
+
+
+def _batch_generator(config: RunConfig) -> _BatchOrder | None:
+    return None if config.batch_size is None else _BatchOrder(config.seed)
+
+
+def _checkpoint_tensors(state: TrainState, rng: _BatchOrder | None) -> dict[str, torch.Tensor]:
+    """Parameters, optimizer state and, for minibatch runs, the batch order's epoch-start state."""
+    tensors = {**flatten_named("params", state.params), **flatten_named("opt", state.opt_state)}
+    if rng is not None:
+        tensors["rng"] = rng.epoch_start_state
+    return tensors
+
+
+def _stack(trees: list[Any]) -> Any:
+    leaves = [pytree.tree_flatten(t)[0] for t in trees]
+    spec = pytree.tree_flatten(trees[0])[1]
+    return pytree.tree_unflatten([torch.stack(group) for group in zip(*leaves)], spec)
+
+
+def _index(tree: Any, i: int) -> Any:
+    return pytree.tree_map(lambda t: t[i], tree)
+
+
+class _Loop:
+    """One training loop over a group of seeds sharing a config (one seed: no vmap)."""
+
+    def __init__(self, experiment: Experiment, config: RunConfig, stores: list[RunStore],
+                 states: list[tuple[TrainState, _BatchOrder | None]],
+                 progress: ProgressFn | None, should_stop: Callable[[int], bool] | None):
+        self.experiment, self.config, self.stores = experiment, config, stores
+        self.progress, self.should_stop = progress, should_stop
+        self.steps_per_epoch = experiment.steps_per_epoch
+        self.total = config.epochs * self.steps_per_epoch
+        self.schedule = set(checkpoint_schedule(self.total, config.max_checkpoints))
+        self.step = states[0][0].step
+        self.rngs = [rng for _, rng in states]
+        if len(states) == 1:
+            state = states[0][0]
+            self.opt_state, self.params = state.opt_state, state.params
+            self._step = self._single_step
+        else:
+            self.opt_state = _stack([s.opt_state for s, _ in states])
+            self.params = _stack([s.params for s, _ in states])
+            self._vstep = torch.func.vmap(experiment.pure_step, in_dims=(0, 0, None, None))
+            self._step = self._vmapped_step
+        self.last_rows: list[dict[str, float]] = []
+
+    def _single_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        state, _ = self.experiment.learner.step(TrainState(self.opt_state, self.params, self.step), x, y)
+        self.opt_state, self.params = state.opt_state, state.params
+
+    def _vmapped_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        opt_state, params, loss = self._vstep(self.opt_state, self.params, x, y)
+        if not bool(torch.isfinite(loss).all()):
+            bad = [i for i, v in enumerate(loss.tolist()) if not math.isfinite(v)]
+            raise NonFiniteError(f"the loss became non-finite at step {self.step} for seed runs "
+                                 f"{[str(self.stores[i].path) for i in bad]}")
+        self.opt_state, self.params = opt_state, params
+
+    def _seed(self, i: int) -> TrainState:
+        if len(self.stores) == 1:
+            return TrainState(self.opt_state, self.params, self.step)
+        return TrainState(_index(self.opt_state, i), _index(self.params, i), self.step)
+
+    def _save(self, resume_point: bool) -> None:
+        for i, store in enumerate(self.stores):
+            store.save_checkpoint(self.step, _checkpoint_tensors(self._seed(i), self.rngs[i]), resume_point)
+
+    def _log(self) -> None:
+        rows = []
+        for i, store in enumerate(self.stores):
+            seed = self._seed(i)
+            used = self.experiment.learner.optimizer.get(seed.opt_state, seed.params)
+            row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, **self.experiment.evaluate(used)}
+            store.append_metrics(row)
+            rows.append(row)
+        self.last_rows = rows
+
+    def _batches(self) -> Any:
+        experiment, rng = self.experiment, self.rngs[0]
+        if rng is None:
+            while True:
+                yield experiment.x_train, experiment.y_train
+        while True:
+            order = rng.next_epoch(experiment.n_train)
+            for start in range(0, experiment.n_train, self.config.batch_size):
+                index = order[start:start + self.config.batch_size]
+                yield experiment.x_train[index], experiment.y_train[index]
+
+    def run(self) -> TrainResult:
+        started = time.monotonic()
+        last_resume_save = started
+        interrupted = False
+        if self.step == 0 and not self.stores[0].metrics().shape[0]:
+            self._log()
+        batches = self._batches()
+        skip = self.step % self.steps_per_epoch  # minibatch position within the epoch on resume
+        for _ in range(skip):
+            next(batches)
+        try:
+            while self.step < self.total:
+                x, y = next(batches)
+                self._step(x, y)
+                self.step += 1
+                if self.step % self.config.metrics_every == 0 or self.step == self.total:
+                    self._log()
+                    if self.progress:
+                        self.progress(self.step, self.total, self.last_rows)
+                if self.step in self.schedule:
+                    self._save(resume_point=False)
+                if time.monotonic() - last_resume_save > self.config.resume_every_s:
+                    self._save(resume_point=True)
+                    last_resume_save = time.monotonic()
+                if self.should_stop and self.should_stop(self.step) and self.step < self.total:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            interrupted = True
+            self._save(resume_point=True)
+        if not interrupted and (not self.last_rows or self.last_rows[0]["step"] != self.step):
+            self._log()
+        return TrainResult([s.path for s in self.stores], self.step, self.total, self.last_rows,
+                           interrupted, time.monotonic() - started)
