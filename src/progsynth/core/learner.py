@@ -21,7 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import torch
+
 from progsynth.core.lens import Lens, Para
+from progsynth.errors import NonFiniteError
 
 
 class TrainState(NamedTuple):
@@ -51,16 +54,34 @@ class Learner:
         return TrainState(self.optimizer.init(params), params, 0)
 
     def step(self, state: TrainState, x: Any, y: Any) -> tuple[TrainState, Any]:
-        """One supervised step: the put of optimizer ; model ; loss ; rate. Returns (state, loss)."""
+        """One supervised step: the put of optimizer ; model ; loss ; rate. Returns (state, loss).
+
+        A ``NonFiniteError`` from the optimizer (p' holds NaN or inf) is re-raised with the step
+        number and, when the batch itself holds NaN or inf, with that named as the cause.
+        """
         used = self.optimizer.get(state.opt_state, state.params)
         y_hat, r_model = self.model.forward(used, x)
         loss, r_loss = self.loss.forward(y, y_hat)
         alpha = self.rate.put(loss, ())
         _, dy_hat = self.loss.backward(r_loss, alpha)
         dparams, _ = self.model.backward(r_model, dy_hat, need_input_grad=False)
-        opt_state, params = self.optimizer.put(state.opt_state, state.params, dparams)
+        try:
+            opt_state, params = self.optimizer.put(state.opt_state, state.params, dparams)
+        except NonFiniteError as error:
+            raise NonFiniteError(f"step {state.step}: {error}{_nonfinite_data(x, y)}") from error
         return TrainState(opt_state, params, state.step + 1), loss
 
     def predict(self, state: TrainState, x: Any) -> Any:
         """The model's output with the parameters the optimizer would use now."""
         return self.model.get(self.optimizer.get(state.opt_state, state.params), x)
+
+
+def _nonfinite_data(x: Any, y: Any) -> str:
+    """Name the batch as the culprit when it holds NaN or inf (the optimizer only sees p', so its
+    error alone would suggest a diverging loss). Runs only on the error path: no cost per step."""
+    bad = [
+        f"{what} holds {int((~torch.isfinite(value)).sum())} NaN or inf entries"
+        for what, value in (("the input x", x), ("the target y", y))
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    return f"; cause: {' and '.join(bad)}" if bad else ""

@@ -180,7 +180,9 @@ def _ema(average: torch.Tensor, x: torch.Tensor, beta: float) -> torch.Tensor:
 
 def _accumulate_sq(total: torch.Tensor, x: torch.Tensor, decay: float = 1.0, weight: float = 1.0) -> torch.Tensor:
     """decay·total + weight·x²: Adagrad's sum (1, 1) and Adam's second moment (β2, 1 − β2)."""
-    return torch.addcmul(total if decay == 1 else total * decay, x, x, value=weight)
+    if decay == 1:
+        return torch.addcmul(total, x, x, value=weight)
+    return torch.mul(total, decay).addcmul_(x, x, value=weight)  # in place on the fresh product only
 
 
 def _no_scalars(step: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -414,8 +416,10 @@ def _adam_family(name: str, lr: Any, betas: Any, eps: Any, weight_decay: Any, de
             dp = _l2(dp, p, wd)
         exp_avg = _ema(exp_avg, dp, beta1)
         exp_avg_sq = _accumulate_sq(exp_avg_sq, dp, beta2, 1.0 - beta2)
-        denom = exp_avg_sq.sqrt() / bias2_sqrt + eps
-        return torch.addcdiv(p, exp_avg * step_size, denom), (exp_avg, exp_avg_sq)
+        # In-place only on tensors made in this call (put stays pure): 4 new full-size tensors
+        # per leaf instead of 8, which is what keeps the lens step within 10 % of torch.optim.
+        denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps).div_(step_size)
+        return torch.addcdiv(p, exp_avg, denom), (exp_avg, exp_avg_sq)
 
     buffers = {"exp_avg": torch.zeros_like, "exp_avg_sq": torch.zeros_like}
     return SmoothOptimizer(name, hyper, buffers, scalars, update, check_finite)
