@@ -180,9 +180,7 @@ def _ema(average: torch.Tensor, x: torch.Tensor, beta: float) -> torch.Tensor:
 
 def _accumulate_sq(total: torch.Tensor, x: torch.Tensor, decay: float = 1.0, weight: float = 1.0) -> torch.Tensor:
     """decay·total + weight·x²: Adagrad's sum (1, 1) and Adam's second moment (β2, 1 − β2)."""
-    if decay == 1:
-        return torch.addcmul(total, x, x, value=weight)
-    return torch.mul(total, decay).addcmul_(x, x, value=weight)  # in place on the fresh product only
+    return torch.addcmul(total if decay == 1 else total * decay, x, x, value=weight)
 
 
 def _no_scalars(step: torch.Tensor) -> tuple[torch.Tensor, ...]:
