@@ -1,0 +1,219 @@
+"""The one-layer transformer of Nanda et al. (2023) for ``a b =`` → c (REFERENCE §3).
+
+Architecture (one block, no LayerNorm): token embedding W_E plus learned positional embedding
+W_pos; causal multi-head attention (W_Q, W_K, W_V, W_O, no biases, scores scaled by 1/√d_head);
+ReLU MLP (W_in, b_in, W_out, b_out), both added to the residual stream; a separate unembedding
+W_U. Logits are read at the last position (``=``). Defaults are the paper's: d_model 128, 4 heads
+× 32, d_mlp 512, vocabulary p + 1 (residues 0..p−1 and ``=`` = p).
+
+Output classes: the model returns the p logits of the residues only, shape (N, p). The paper's
+code unembeds to all p + 1 tokens and trains cross-entropy over p + 1 classes (its analyses drop
+the ``=`` column); ``=`` is never a label, so here W_U is (d_model, p), as in the TransformerLens
+demo (``d_vocab_out = p``).
+
+Parameters (names and shapes shared by both implementations, TransformerLens orientation, x @ W):
+W_E (p+1, d_model), W_pos (3, d_model), W_Q/W_K/W_V (n_heads, d_model, d_head),
+W_O (n_heads, d_head, d_model), W_in (d_model, d_mlp), b_in (d_mlp,), W_out (d_mlp, d_model),
+b_out (d_model,), W_U (d_model, p). With ``mlp_bias=False`` there is no b_in/b_out.
+
+Initialisations (``TransformerConfig.init``), every weight drawn from a normal with mean 0:
+
+- ``"nanda"`` (the paper's code, mechanistic-interpretability-grokking/progress-measures-paper):
+  W_E, W_pos, W_Q, W_K, W_V, W_O, W_in, W_out with std 1/√d_model; W_U with std 1/√(p + 1)
+  (1/√d_vocab); b_in, b_out zero.
+- ``"tl"`` (TransformerLens ``HookedTransformer``'s default "gpt2" init, used by its grokking
+  demo): every W_* with std 0.8/√d_model (``initializer_range``), biases zero. The demo's model
+  also carries attention and unembedding biases and freezes every bias at zero
+  (``requires_grad = False`` for each ``b_*``); this model has no attention or unembedding biases,
+  so with ``mlp_bias=False`` it is the demo's model exactly.
+
+Two implementations of the same function, with the same parameters:
+
+- ``StraightforwardTransformer``: all three positions through attention, MLP and unembedding, then
+  the last position is read, as the paper's code does. The reference for tests and benchmarks.
+- ``Transformer`` (the fast path, the default). Only the residual stream at ``=`` reaches the MLP
+  and the unembedding, since nothing reads the other positions' outputs in a one-layer model.
+  Before the MLP, every position's stream is an embedding row plus a positional row, so queries,
+  keys and values are per-(position, token) tables, (3, V) rows each, computed once per call
+  instead of once per example, and the attention scores are one (3, V query, V key, heads) table;
+  each example only gathers its 3 scores per head and its 3 value rows. The query at ``=`` is the
+  same for every input of the task (token p at position 2), but the tables cover every query
+  token, so the fast path equals the straightforward one on *any* (N, 3) input. Nothing nonlinear
+  stands between the attention output z W_O and its two readers (the MLP input and the
+  unembedding), nor between the MLP output and the unembedding, so W_O is folded into W_in and
+  W_U and W_out into W_U (small products computed once per call), and the query stream's own
+  contributions to the MLP input and to the logits are tables per token. Per example that leaves
+  three matrix products, z (W_O W_in), z (W_O W_U) and relu(·) (W_out W_U), about a quarter of
+  the straightforward path's work (``benchmarks/train_step.py`` counts both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from progsynth.errors import ConfigError, LensTypeError
+from progsynth.tasks.common import check_int
+
+__all__ = ["TransformerConfig", "Transformer", "StraightforwardTransformer", "INITS", "N_CTX"]
+
+N_CTX = 3
+"""Positions per input: ``a b =``."""
+
+INITS = ("nanda", "tl")
+"""The initialisations a TransformerConfig accepts (module docstring)."""
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Sizes and initialisation of the one-layer transformer."""
+
+    p: int
+    """Number of residues: outputs p logits; the vocabulary is p + 1 (token p is ``=``)."""
+    d_model: int = 128
+    """Residual stream width."""
+    n_heads: int = 4
+    """Attention heads."""
+    d_head: int = 32
+    """Width of each head's queries, keys and values."""
+    d_mlp: int = 512
+    """MLP hidden width."""
+    init: str = "nanda"
+    """'nanda' (the paper's code) or 'tl' (TransformerLens demo); see the module docstring."""
+    mlp_bias: bool = True
+    """Whether the MLP has biases b_in, b_out (the paper: yes; the TL demo freezes them at zero)."""
+
+    def __post_init__(self) -> None:
+        check_int("transformer p", self.p, 2)
+        for name in ("d_model", "n_heads", "d_head", "d_mlp"):
+            check_int(f"transformer {name}", getattr(self, name), 1)
+        if self.init not in INITS:
+            raise ConfigError(f"transformer init must be one of {list(INITS)}, got {self.init!r}")
+        if not isinstance(self.mlp_bias, bool):
+            raise ConfigError(f"transformer mlp_bias must be True or False, got {self.mlp_bias!r}")
+
+    @property
+    def d_vocab(self) -> int:
+        """Input vocabulary: residues 0..p−1 and ``=``."""
+        return self.p + 1
+
+
+class Transformer(nn.Module):
+    """The one-layer transformer, fast path (module docstring). Input: tokens (N, 3); output:
+    logits (N, p) at ``=``."""
+
+    input_kind = "tokens"
+    """Reads the ``a b =`` token encoding of a modular task."""
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        generator: Optional[torch.Generator] = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        """Build and initialise. Weights are drawn in float32 from ``generator`` (torch's global
+        generator if None) and then cast to ``dtype``, so one seed gives the same weights in any
+        dtype up to rounding."""
+        super().__init__()
+        if not isinstance(config, TransformerConfig):
+            raise ConfigError(f"Transformer expects a TransformerConfig, got {type(config).__name__}")
+        self.config = c = config
+        shapes = {
+            "W_E": (c.d_vocab, c.d_model),
+            "W_pos": (N_CTX, c.d_model),
+            "W_Q": (c.n_heads, c.d_model, c.d_head),
+            "W_K": (c.n_heads, c.d_model, c.d_head),
+            "W_V": (c.n_heads, c.d_model, c.d_head),
+            "W_O": (c.n_heads, c.d_head, c.d_model),
+            "W_in": (c.d_model, c.d_mlp),
+            "W_out": (c.d_mlp, c.d_model),
+            "W_U": (c.d_model, c.p),
+        }
+        for name, shape in shapes.items():
+            std = self._init_std(name)
+            weight = torch.randn(shape, generator=generator, dtype=torch.float32) * std
+            setattr(self, name, nn.Parameter(weight.to(dtype)))
+        if c.mlp_bias:
+            self.b_in = nn.Parameter(torch.zeros(c.d_mlp, dtype=dtype))
+            self.b_out = nn.Parameter(torch.zeros(c.d_model, dtype=dtype))
+        else:
+            self.b_in = self.b_out = None
+
+    def _init_std(self, name: str) -> float:
+        c = self.config
+        if c.init == "tl":
+            return 0.8 / math.sqrt(c.d_model)
+        return 1.0 / math.sqrt(c.d_vocab if name == "W_U" else c.d_model)
+
+    def _check_tokens(self, tokens: torch.Tensor) -> None:
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[1] != N_CTX:
+            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise LensTypeError(f"{type(self).__name__} expects tokens of shape (N, 3) ('a b ='), got {shape}")
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise LensTypeError(f"{type(self).__name__} expects integer token ids, got dtype {tokens.dtype}")
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (N, p) at ``=`` for tokens (N, 3), via per-(position, token) tables."""
+        self._check_tokens(tokens)
+        c = self.config
+        n, vocab, heads = tokens.shape[0], c.d_vocab, c.n_heads
+        position = torch.arange(N_CTX, device=tokens.device)
+        query_token = tokens[:, N_CTX - 1]
+        # Stream of token v at position j before the MLP: x[j, v] = W_E[v] + W_pos[j].
+        x = self.W_E.unsqueeze(0) + self.W_pos.unsqueeze(1)  # (3, V, d_model)
+        x_query = x[N_CTX - 1]  # (V, d_model): the stream at '=' for each token standing there
+        q = torch.einsum("vd,hde->hve", x_query, self.W_Q)
+        k = torch.einsum("jvd,hde->jhve", x, self.W_K)
+        scores = torch.einsum("hqe,jhke->jqkh", q, k) / math.sqrt(c.d_head)  # (3, V query, V key, H)
+        # Example n attends from '=' to (j, t_j) with score scores[j, t_2, t_j]; causal: all 3 keys.
+        score_rows = ((position * vocab + query_token.unsqueeze(1)) * vocab + tokens).reshape(-1)
+        attn = torch.softmax(scores.reshape(-1, heads).index_select(0, score_rows).view(n, N_CTX, heads), dim=1)
+        v = torch.einsum("jvd,hde->jvhe", x, self.W_V).reshape(N_CTX * vocab, heads, c.d_head)
+        values = v.index_select(0, (position * vocab + tokens).reshape(-1)).view(n, N_CTX, heads, c.d_head)
+        z = (attn.unsqueeze(-1) * values).sum(dim=1).reshape(n, heads * c.d_head)
+        # Nothing nonlinear stands between z W_O and its two readers (MLP input, unembedding), nor
+        # between the MLP output and the unembedding: fold W_O and W_out into them, and tabulate the
+        # query stream's own contributions per token.
+        w_o = self.W_O.reshape(heads * c.d_head, c.d_model)
+        pre_table = x_query @ self.W_in
+        direct_table = x_query @ self.W_U
+        if self.b_in is not None:
+            pre_table = pre_table + self.b_in
+            direct_table = direct_table + self.b_out @ self.W_U
+        pre = torch.addmm(pre_table.index_select(0, query_token), z, w_o @ self.W_in)
+        logits = torch.addmm(direct_table.index_select(0, query_token), z, w_o @ self.W_U)
+        return torch.addmm(logits, torch.relu(pre), self.W_out @ self.W_U)
+
+
+class StraightforwardTransformer(Transformer):
+    """The same model computed as the paper's code does: every position through attention, MLP and
+    unembedding, then the logits at ``=``. The reference the fast path is tested against."""
+
+    def _mlp_and_unembed(self, resid: torch.Tensor) -> torch.Tensor:
+        """Residual stream (..., d_model) → logits (..., p): MLP added to the stream, then W_U."""
+        pre = resid @ self.W_in
+        if self.b_in is not None:
+            pre = pre + self.b_in
+        resid = resid + torch.relu(pre) @ self.W_out
+        if self.b_out is not None:
+            resid = resid + self.b_out
+        return resid @ self.W_U
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (N, p) at ``=`` for tokens (N, 3)."""
+        self._check_tokens(tokens)
+        c = self.config
+        x = self.W_E[tokens] + self.W_pos  # (N, 3, d_model)
+        q = torch.einsum("npd,hde->nhpe", x, self.W_Q)
+        k = torch.einsum("npd,hde->nhpe", x, self.W_K)
+        v = torch.einsum("npd,hde->nhpe", x, self.W_V)
+        scores = torch.einsum("nhqe,nhke->nhqk", q, k) / math.sqrt(c.d_head)
+        causal = torch.ones(N_CTX, N_CTX, dtype=torch.bool, device=tokens.device).tril()
+        attn = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        z = torch.einsum("nhqk,nhke->nhqe", attn, v)
+        x = x + torch.einsum("nhqe,hed->nqd", z, self.W_O)
+        return self._mlp_and_unembed(x)[:, -1]
