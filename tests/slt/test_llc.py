@@ -1,0 +1,204 @@
+"""The batched SGLD estimator: against d/2 on a regular model, its diagnostics, seeds and errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from progsynth.errors import ConfigError, LensTypeError, NonFiniteError, UnsupportedOptionError
+from progsynth.models.linear import dln_data, dln_module, dln_true_solution, random_dln
+from progsynth.slt.dln import dln_loss
+from progsynth.slt.llc import SGLDConfig, choose_epsilon, default_nbeta, estimate_llc, estimate_llc_for_module
+
+QUICK = SGLDConfig(num_chains=4, num_burnin=200, num_draws=400)
+
+
+def regression(widths=(6, 4), rank=4, n=2000, seed=0):
+    """One linear layer at its true parameter (λ = d/2) with data."""
+    generator = torch.Generator().manual_seed(seed)
+    params = dln_true_solution(list(widths), rank, generator)
+    return params, dln_data(params, n, 0.1, generator)
+
+
+def cliff_loss(params, threshold):
+    """The regression loss, NaN wherever some weight moved more than ``threshold`` from w*."""
+    w_star = params[0].clone()
+
+    def loss(p, batch):
+        far = (p[0] - w_star).abs().max() > threshold
+        return dln_loss(p, batch) + torch.where(far, torch.tensor(math.nan), torch.tensor(0.0))
+
+    return loss
+
+
+def test_regular_model_gives_half_the_dimension():
+    params, data = regression()
+    result = estimate_llc(dln_loss, params, data, QUICK)
+    assert result.num_params == 24 and result.n == 2000
+    assert result.llc_mean == pytest.approx(12.0, rel=0.10)
+    assert result.nbeta == pytest.approx(2000 / math.log(2000))
+    assert result.diagnostics.ok, result.diagnostics.warnings
+    assert result.sweep is not None and result.epsilon == result.sweep.chosen
+    assert result.loss_traces.shape == (4, 400)
+    assert result.llc_stderr == pytest.approx(np.std(result.llc_per_chain, ddof=1) / 2)
+
+
+def test_a_nan_chain_is_dropped_and_the_others_still_estimate():
+    params, data = regression((4, 3), 3, n=500)
+    config = SGLDConfig(epsilon=1e-3, num_chains=6, num_burnin=100, num_draws=300, batch_size=None)
+    cliff = estimate_llc(cliff_loss(params, 0.29), params, data, config)
+    safe = estimate_llc(cliff_loss(params, 10.0), params, data, config)
+    assert cliff.diagnostics.diverged == (0,)
+    assert np.isnan(cliff.llc_per_chain[0]) and np.isnan(cliff.loss_traces[0]).any()
+    np.testing.assert_array_equal(cliff.llc_per_chain[1:], safe.llc_per_chain[1:])  # chains are independent
+    assert cliff.llc_mean == pytest.approx(np.mean(safe.llc_per_chain[1:]))
+    assert cliff.llc_mean == pytest.approx(6.0, rel=0.15)
+    assert any("1 of 6 chains diverged (chains [0])" in w for w in cliff.diagnostics.warnings)
+    assert not safe.diagnostics.diverged
+
+
+def test_a_blow_up_diverges_every_chain_and_the_estimate_is_nan():
+    params, data = regression()
+    result = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=0.05, num_chains=3, num_burnin=20, num_draws=50))
+    assert result.diagnostics.diverged == (0, 1, 2)
+    assert math.isnan(result.llc_mean) and math.isnan(result.llc_stderr)
+    assert any("no healthy chain" in w for w in result.diagnostics.warnings)
+
+
+def test_chains_run_together_match_a_chain_run_alone():
+    params, data = regression()
+    config = SGLDConfig(epsilon=1e-4, num_chains=3, num_burnin=50, num_draws=100)
+    together = estimate_llc(dln_loss, params, data, config)
+    alone = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-4, num_chains=1, num_burnin=50, num_draws=100))
+    np.testing.assert_allclose(alone.loss_traces[0], together.loss_traces[0], rtol=1e-5)
+    assert not np.allclose(together.loss_traces[0], together.loss_traces[1])  # chains are not copies
+    again = estimate_llc(dln_loss, params, data, config)
+    np.testing.assert_array_equal(again.loss_traces, together.loss_traces)  # same seed, same numbers
+
+
+def test_a_point_that_is_not_a_minimum_is_flagged():
+    _, data = regression()
+    elsewhere = random_dln([6, 4], torch.Generator().manual_seed(5))
+    result = estimate_llc(dln_loss, elsewhere, data, SGLDConfig(epsilon=1e-4, num_chains=2, num_burnin=50, num_draws=200))
+    assert result.diagnostics.below_start == (0, 1)
+    assert result.llc_mean < 0
+    assert any("not a local minimum" in w for w in result.diagnostics.warnings)
+
+
+def quadratic(d=200, n=1000):
+    """U = nβ ‖w‖²/2 (a Gaussian posterior of curvature nβ per direction), data-free."""
+    return (lambda w, batch: 0.5 * (w**2).sum() + 0.0 * batch.sum()), torch.zeros(d), torch.zeros(n, 1)
+
+
+def test_sgld_bias_on_a_gaussian_matches_the_closed_form():
+    # SGLD (unadjusted Langevin) on U = κ‖w‖²/2 samples N(0, 1/(κ(1 − εκ/4))): λ̂ = (d/2) / (1 − εκ/4)
+    loss, w, data = quadratic()
+    kappa = default_nbeta(1000)
+    result = estimate_llc(loss, w, data, SGLDConfig(epsilon=0.5 / kappa, localization=0.0, num_chains=4,
+                                                    num_burnin=100, num_draws=500))
+    assert result.diagnostics.top_curvature == pytest.approx(kappa, rel=1e-5)
+    assert result.diagnostics.step_curvature == pytest.approx(0.5, rel=1e-5)
+    assert result.llc_mean == pytest.approx(100 / (1 - 0.5 / 4), rel=0.03)
+
+
+def test_a_large_step_is_flagged_by_acceptance_in_high_dimension():
+    loss, w, data = quadratic(d=600)
+    config = SGLDConfig(epsilon=0.8 / default_nbeta(1000), localization=0.0, num_chains=2, num_burnin=100,
+                        num_draws=300, flag_step_curvature=10.0)
+    result = estimate_llc(loss, w, data, config)
+    assert result.diagnostics.acceptance_mean < 0.6 and not result.diagnostics.acceptance_ok
+    assert [w for w in result.diagnostics.warnings if "MALA acceptance" in w]
+    assert not [w for w in result.diagnostics.warnings if "kappa_max" in w]
+
+
+def test_a_large_step_is_flagged_by_curvature_in_low_dimension():
+    params, data = regression()  # d = 24: acceptance stays high even for a badly biased step
+    result = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=2e-3, num_chains=2, num_burnin=100, num_draws=200))
+    assert not result.diagnostics.diverged and result.diagnostics.acceptance_ok
+    assert result.diagnostics.step_curvature > 1.0
+    assert [w for w in result.diagnostics.warnings if "kappa_max" in w]
+    assert result.llc_mean > 12.0 * 1.2  # and indeed the estimate is biased upwards
+
+
+def test_auto_epsilon_interpolates_where_acceptance_crosses_the_target():
+    params, data = regression()
+    sweep = choose_epsilon(dln_loss, params, data, QUICK)
+    acc = np.array(sweep.acceptance)
+    k = int(np.flatnonzero(acc < QUICK.target_acceptance)[0])
+    assert acc[k - 1] >= QUICK.target_acceptance
+    assert sweep.epsilons[k - 1] <= sweep.acceptance_epsilon <= sweep.epsilons[k]
+    assert sweep.chosen == min(sweep.acceptance_epsilon, sweep.curvature_epsilon)
+    assert sweep.note == ""
+    assert acc[-1] == 0.0 and math.isnan(sweep.llc[-1])  # the largest steps diverge
+
+
+def test_the_module_wrapper_matches_the_functional_path():
+    params, data = regression()
+    module = dln_module(params)
+    module.train()
+    before = [p.clone() for p in module.parameters()]
+    config = SGLDConfig(epsilon=1e-4, num_chains=2, num_burnin=20, num_draws=60)
+    via_module = estimate_llc_for_module(module, *data, loss="mse", config=config)
+    via_function = estimate_llc(dln_loss, params, data, config)
+    np.testing.assert_allclose(via_module.loss_traces, via_function.loss_traces, rtol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters())) and module.training
+
+
+def test_cross_entropy_on_a_classifier():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 5, generator=generator)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    result = estimate_llc_for_module(model, x, y, config=SGLDConfig(num_chains=2, num_burnin=100, num_draws=200))
+    assert 0 < result.llc_mean < result.num_params / 2 + 5
+    json.dumps(result.to_dict(traces=True))  # JSON-ready
+
+
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("epsilon", -1.0, "epsilon must be a positive number or 'auto'"),
+        ("epsilon", "fast", "epsilon must be a positive number or 'auto', got 'fast'"),
+        ("num_chains", 0, "num_chains must be a positive integer, got 0"),
+        ("num_draws", 2.5, "num_draws must be a positive integer"),
+        ("num_burnin", -1, "num_burnin must be an integer >= 0"),
+        ("batch_size", 0, "batch_size must be a positive integer or None"),
+        ("seed", -3, "seed must be an integer >= 0, got -3"),
+        ("localization", -1.0, "localization"),
+        ("nbeta", 0.0, "nbeta must be positive"),
+        ("min_acceptance", 1.5, "min_acceptance"),
+        ("target_acceptance", 1.0, "target_acceptance must lie in"),
+        ("auto_epsilons", (1e-3, 1e-4), "increasing"),
+    ],
+)
+def test_bad_config_values_name_themselves(field, value, needle):
+    params, data = regression(n=50)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        estimate_llc(dln_loss, params, data, SGLDConfig(**{field: value}))
+
+
+def test_bad_inputs_are_reported():
+    params, (x, y) = regression(n=50)
+    with pytest.raises(LensTypeError, match="floating-point"):
+        estimate_llc(dln_loss, (torch.ones(4, 6, dtype=torch.int64),), (x, y))
+    with pytest.raises(LensTypeError, match="same number of rows"):
+        estimate_llc(dln_loss, params, (x, y[:10]))
+    with pytest.raises(NonFiniteError, match="finite"):
+        estimate_llc(dln_loss, (torch.full((4, 6), math.nan),), (x, y))
+    with pytest.raises(UnsupportedOptionError, match="hinge"):
+        estimate_llc_for_module(dln_module(params), x, y, loss="hinge")
+    with pytest.raises(ConfigError, match="n >= 2"):
+        default_nbeta(1)
+    with pytest.raises(ConfigError, match="SGLDConfig"):
+        estimate_llc(dln_loss, params, (x, y), {"epsilon": 1e-4})
