@@ -189,3 +189,138 @@ def circuit_iris(
         )
     )
     emit(result, as_json, text)
+
+
+# ---- interpretability --------------------------------------------------------------------------
+def _analysis_text(report: dict[str, Any], measures: dict[str, Any]) -> str:
+    """The human report of ``progsynth analyze``."""
+    lines = [f"step {report['step']}: program", "", report["program"], "",
+             f"relabelling {report['relabelling']}: explains {report['explained_fraction']:.1%} of the held-out "
+             f"logits' variance ({report['coverage']:.1%} of the entries lie in its group)"]
+    for score in report["relabellings"]:
+        explained = "n/a: " + score["note"] if score["explained"] is None else f"{score['explained']:.1%}"
+        lines.append(f"  {score['name']:<24} {explained}")
+    chance = report["chance"]
+    lines += [
+        f"accuracy {report['accuracy']:.4f} on all pairs, {report['heldout_accuracy']:.4f} held out "
+        f"(network: {report['network_accuracy']:.4f}, {report['network_heldout_accuracy']:.4f}; chance {chance:.4f})",
+        f"agreement with the network's argmax {report['agreement']:.4f}",
+        f"description {report['description_bits']} bits; lookup table {report['lookup_table_bits']:.0f} bits",
+        f"key frequencies {report['key_frequencies']} "
+        f"({report['neurons_clustered']} of {report['neurons']} neurons clustered at one frequency):",
+    ]
+    for e in report["evidence"]:
+        lines.append(f"  k={e['frequency']:<4} share of program {e['logit_share']:.3f}  amplitude {e['amplitude']:.3g}"
+                     f"  phase {e['phase']:+.3f}  neurons {e['neurons']}  embedding share {e['embedding_share']:.3f}")
+    lines.append("ablations (loss, accuracy on all pairs):")
+    for a in report["ablations"]:
+        lines.append(f"  {a['where']:<10} {a['name']:<16} {a['loss']:.4g}  {a['accuracy']:.4f}")
+    lines += [f"measures: {measures['checkpoints']} checkpoints in {measures['file']} "
+              f"({measures['computed']} new, {measures['skipped']} already there)"]
+    if measures["final"]:
+        f = measures["final"]
+        lines.append(f"  final: restricted loss {f['restricted_loss']:.4g}, excluded loss {f['excluded_loss']:.4g}, "
+                     f"test loss {f['test_loss']:.4g}, Gini embedding {f['gini_embedding']:.3f}, "
+                     f"Gini neuron-to-logit {f['gini_neuron_logit']:.3f}")
+    lines += ["", f"verdict: {report['verdict']}"]
+    return "\n".join(lines)
+
+
+@app.command()
+def analyze(
+    run: str = typer.Argument(..., help="Run directory."),
+    checkpoint: int = typer.Option(None, "--checkpoint", help="Step to read the program from (default: the final checkpoint)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Read the program a run's network implements, and write its progress measures.
+
+    Prints the extracted Fourier program with its accuracy, agreement with the network, description
+    length and ablations, and writes restricted/excluded loss, Gini coefficients and weight norm for
+    every checkpoint into RUN/measures.jsonl (only those not measured yet).
+
+    Example: progsynth analyze runs/gromov-seed0 --checkpoint 200
+    """
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from progsynth.interp.extract import extract_checkpoint
+    from progsynth.interp.measures import measure_run
+    from progsynth.runs.store import MEASURES
+
+    bar = None if as_json else Progress(
+        TextColumn("[bold]measure"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
+        TextColumn("step {task.fields[step]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=True)
+    try:
+        chosen = extract_checkpoint(run, checkpoint) if checkpoint is not None else None
+        if bar:
+            bar.start()
+            task = bar.add_task("measure", total=None, step="-")
+
+        def update(done: int, total: int, step: int) -> None:
+            bar.update(task, completed=done, total=total, step=step)
+
+        measured = measure_run(run, progress=update if bar else None)
+    except ProgsynthError as error:
+        if bar:
+            bar.stop()
+        fail(error)
+    finally:
+        if bar:
+            bar.stop()
+    extraction = chosen or measured.final
+    final_row = measured.table.iloc[-1].to_dict() if not measured.table.empty else None
+    measures = {"file": str(Path(run) / MEASURES), "checkpoints": int(len(measured.table)),
+                "computed": measured.computed, "skipped": measured.skipped,
+                "final": {"step": int(final_row["step"]),
+                          **{k: float(final_row[k]) for k in ("restricted_loss", "excluded_loss", "test_loss",
+                                                              "gini_embedding", "gini_neuron_logit", "weight_norm")}}
+                if final_row else None}
+    report = extraction.to_dict()
+    emit({**report, "measures": measures}, as_json, escape(_analysis_text(report, measures)))
+
+
+# ---- report ------------------------------------------------------------------------------------
+@app.command()
+def report(
+    run: str = typer.Argument(..., help="Run directory."),
+    png: bool = typer.Option(False, "--png", help="Also write every figure as RUN/figures/<name>.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Write RUN/report.html, a self-contained page on what a run learned.
+
+    The page works offline: loss and accuracy over the detected phases, the progress measures, the
+    Fourier spectrum of the embedding over training, neurons grouped by frequency, the extracted
+    program and the run's configuration. Analyses not run yet are listed with the command that
+    adds them.
+
+    Example: progsynth report runs/quick-seed0 --png
+    """
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from progsynth.report.html import write_report
+
+    bar = None if as_json else Progress(
+        TextColumn("[bold]report"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
+        TimeElapsedColumn(), console=console, transient=True)
+    try:
+        if bar:
+            bar.start()
+            task = bar.add_task("report", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        written = write_report(run, png=png, progress=update if bar else None)
+    except ProgsynthError as error:
+        if bar:
+            bar.stop()
+        fail(error)
+    finally:
+        if bar:
+            bar.stop()
+    text = escape(written.summary.text()) + f"\nreport: {written.path}"
+    if written.png:
+        text += "\nfigures: " + ", ".join(str(p) for p in written.png)
+    emit(written.to_dict(), as_json, text)

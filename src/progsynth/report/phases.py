@@ -1,0 +1,280 @@
+"""The phases of a grokking run — memorisation, circuit formation, cleanup — detected from its metrics.
+
+Nanda et al. (2023) split training into three phases (REFERENCE §3): the network memorises the
+training set, then slowly forms the Fourier circuit while test loss stays high, then cleans up
+(weight decay removes the memorising components, the weight norm falls) and test accuracy is
+perfect. Nothing here is hard-coded to a run: the boundaries come from ``metrics.jsonl`` by the
+rules below, each a parameter of ``detect_phases`` with its default documented there.
+
+Rules (``threshold`` = 0.99, ``plateau_tolerance`` = 0.02, ``plateau_window`` = 0.25 by default):
+
+- **memorised**: the first evaluated step with train accuracy ≥ ``threshold``.
+- **generalised**: the first evaluated step with test accuracy ≥ ``threshold``.
+- **memorisation** runs from step 0 to the peak of the test loss between *memorised* and
+  *generalised*: once the training set is fitted, the test loss keeps rising until the circuit
+  starts to pay off (in the paper's run this peak is the 1.4k-epoch boundary). In a run that never
+  generalises, memorisation is the whole run (complete when it memorised) and the other phases are
+  ``None``.
+- **circuit formation** runs from the end of memorisation to *generalised*.
+- **cleanup** runs from *generalised* until the weight norm (sum of squared weights) stops falling:
+  the first evaluated step t at which it falls by less than ``plateau_tolerance`` (relative to its
+  value at t) over the window [t, (1 + ``plateau_window``) t]. The window is multiplicative because
+  the phases of grokking scale with the step count (the figures use a log axis). If the weight norm
+  is still falling when the run ends, cleanup ends at the last step and is marked incomplete; if it
+  was not falling at all once the network generalised, there was no cleanup (``None``).
+
+The metrics are used rather than the analysis measures because they are dense (every
+``metrics_every`` steps) while measures exist only at the log-spaced checkpoints, and the metrics'
+``weight_norm`` is the measures' sum of squared weights.
+
+``summary(run)`` gathers what a reader wants first — when the run memorised and generalised, its
+phases, key frequencies and extracted program — together with the analyses on disk (interp
+measures, LLC) and a note, with the command to run, for each one that is missing. It is what the
+report, ``progsynth report`` and ``progsynth demo`` show.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from progsynth.errors import ConfigError, ProgsynthError, RunError
+from progsynth.interp.extract import Extraction, extract_checkpoint
+from progsynth.interp.measures import load_measures
+from progsynth.runs.config import RunConfig
+from progsynth.runs.store import RunStore
+
+METRIC_COLUMNS = ("step", "train_accuracy", "test_accuracy", "test_loss", "weight_norm")
+"""The metrics.jsonl columns the phase rules read."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of training: the steps it spans."""
+
+    name: str
+    """'memorisation', 'circuit formation' or 'cleanup'."""
+    start: int
+    """First step of the phase."""
+    end: int
+    """Last step of the phase (the next phase's start)."""
+    complete: bool
+    """False when the run ended before the phase did."""
+
+
+@dataclass(frozen=True)
+class Phases:
+    """The detected phases of one run and the events that bound them (``None``: never happened)."""
+
+    memorised: int | None
+    """First step with train accuracy ≥ the threshold."""
+    generalised: int | None
+    """First step with test accuracy ≥ the threshold."""
+    memorisation: Phase | None
+    circuit_formation: Phase | None
+    cleanup: Phase | None
+    last_step: int
+    """The last evaluated step of the run."""
+    threshold: float
+    """The accuracy threshold the events were detected with."""
+
+    def spans(self) -> list[Phase]:
+        """The phases that happened, in order."""
+        return [p for p in (self.memorisation, self.circuit_formation, self.cleanup) if p is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (phases as {start, end, complete} or None)."""
+        return asdict(self)
+
+
+def detect_phases(
+    metrics: pd.DataFrame,
+    threshold: float = 0.99,
+    plateau_tolerance: float = 0.02,
+    plateau_window: float = 0.25,
+) -> Phases:
+    """Detect the phases of a run from its metrics DataFrame (``RunStore.metrics()``) by the
+    module's rules; ``threshold`` is the accuracy that counts as memorised/generalised,
+    ``plateau_tolerance`` and ``plateau_window`` define when the weight norm has stopped falling."""
+    _check_fraction("threshold", threshold, upper_inclusive=True)
+    _check_fraction("plateau_tolerance", plateau_tolerance, upper_inclusive=False)
+    if not (isinstance(plateau_window, (int, float)) and plateau_window > 0 and math.isfinite(plateau_window)):
+        raise ConfigError(f"plateau_window must be a positive number, got {plateau_window!r}")
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise RunError(f"the metrics have no column(s) {missing}; expected {list(METRIC_COLUMNS)} "
+                       f"(got {list(metrics.columns)})")
+    m = metrics.sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)
+    if m.empty:
+        raise RunError("the metrics are empty: the run has not been evaluated yet")
+    steps = m["step"].to_numpy(dtype=np.int64)
+    last = int(steps[-1])
+    memorised = _first_at_least(steps, m["train_accuracy"].to_numpy(dtype=float), threshold)
+    generalised = _first_at_least(steps, m["test_accuracy"].to_numpy(dtype=float), threshold)
+
+    if generalised is None:
+        memorisation = Phase("memorisation", 0, last, complete=memorised is not None)
+        return Phases(memorised, None, memorisation, None, None, last, threshold)
+
+    # Test accuracy passes the threshold before train accuracy only by chance on a tiny test set;
+    # the test-loss peak is then looked for from that step on.
+    fitted = generalised if memorised is None else min(memorised, generalised)
+    between = (steps >= fitted) & (steps <= generalised)
+    test_loss = np.nan_to_num(m["test_loss"].to_numpy(dtype=float)[between], nan=-np.inf)
+    peak = int(steps[between][int(np.argmax(test_loss))])
+    memorisation = Phase("memorisation", 0, peak, complete=True)
+    circuit = Phase("circuit formation", peak, generalised, complete=True)
+    cleanup_end = _plateau(steps, m["weight_norm"].to_numpy(dtype=float), generalised,
+                           plateau_tolerance, plateau_window)
+    if cleanup_end == generalised:
+        cleanup = None
+    elif cleanup_end is None:
+        cleanup = Phase("cleanup", generalised, last, complete=False)
+    else:
+        cleanup = Phase("cleanup", generalised, cleanup_end, complete=True)
+    return Phases(memorised, generalised, memorisation, circuit, cleanup, last, threshold)
+
+
+def _check_fraction(name: str, value: Any, upper_inclusive: bool) -> None:
+    ok = isinstance(value, (int, float)) and 0 < value and (value <= 1 if upper_inclusive else value < 1)
+    if not ok:
+        bound = "(0, 1]" if upper_inclusive else "(0, 1)"
+        raise ConfigError(f"{name} must lie in {bound}, got {value!r}")
+
+
+def _first_at_least(steps: np.ndarray, values: np.ndarray, threshold: float) -> int | None:
+    """The first step whose value is ≥ threshold (NaN never is), or None."""
+    hits = np.flatnonzero(values >= threshold)
+    return int(steps[hits[0]]) if hits.size else None
+
+
+def _plateau(steps: np.ndarray, norm: np.ndarray, start: int, tolerance: float, window: float) -> int | None:
+    """The first step t ≥ start at which ``norm`` falls by less than ``tolerance`` (relative to
+    norm(t)) over [t, (1 + window) t]; None if the run ends before any window shows a plateau."""
+    for i in np.flatnonzero(steps >= start):
+        t = int(steps[i])
+        horizon = t + max(window * t, 1)
+        if horizon > steps[-1]:
+            return None
+        j = int(np.searchsorted(steps, horizon, side="right"))
+        if norm[i] - np.nanmin(norm[i:j]) < tolerance * abs(norm[i]):
+            return t
+    return None
+
+
+@dataclass(frozen=True)
+class Missing:
+    """An analysis the run does not have (yet), and how to get it."""
+
+    what: str
+    reason: str
+    command: str | None
+    """The command that produces it, or None when no command can (e.g. an unsupported model)."""
+
+
+@dataclass(frozen=True, eq=False)
+class RunSummary:
+    """What a run learned and which analyses exist for it (module docstring)."""
+
+    run: Path
+    config: RunConfig
+    metrics: pd.DataFrame = field(repr=False)
+    """The training metrics (``RunStore.metrics()``)."""
+    phases: Phases
+    extraction: Extraction | None = field(repr=False)
+    """The program extracted at the newest scheduled checkpoint; None when extraction failed."""
+    measures: pd.DataFrame = field(repr=False)
+    """The interp progress measures, one row per checkpoint (empty when not measured)."""
+    llc: pd.DataFrame = field(repr=False)
+    """Columns ``step``, ``llc`` (and ``llc_stderr`` when recorded), one row per checkpoint (empty when
+    not estimated)."""
+    missing: list[Missing]
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last row of the training metrics."""
+        return {k: float(v) for k, v in self.metrics.iloc[-1].items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the fields a script needs)."""
+        e = self.extraction
+        return {
+            "run": str(self.run),
+            "last_step": self.phases.last_step,
+            "memorised": self.phases.memorised,
+            "generalised": self.phases.generalised,
+            "phases": self.phases.to_dict(),
+            "final": self.final,
+            "key_frequencies": e.key_frequencies if e else None,
+            "program": e.program.text() if e else None,
+            "program_accuracy": e.accuracy if e else None,
+            "program_heldout_accuracy": e.heldout_accuracy if e else None,
+            "description_bits": e.description_bits if e else None,
+            "lookup_table_bits": e.lookup_table_bits if e else None,
+            "verdict": e.verdict if e else None,
+            "missing": [asdict(m) for m in self.missing],
+        }
+
+    def text(self) -> str:
+        """A one-screen plain-text summary."""
+        p, final = self.phases, self.final
+        lines = [f"run {self.run}: {p.last_step} steps; final train accuracy {final['train_accuracy']:.3f}, "
+                 f"test accuracy {final['test_accuracy']:.3f}"]
+        lines.append(f"memorised (train accuracy ≥ {p.threshold:g}): "
+                     + (f"step {p.memorised}" if p.memorised is not None else "never"))
+        lines.append(f"generalised (test accuracy ≥ {p.threshold:g}): "
+                     + (f"step {p.generalised}" if p.generalised is not None else "never"))
+        lines.append("phases: " + "; ".join(
+            f"{ph.name} {ph.start}–{ph.end}{'' if ph.complete else ' (ongoing)'}" for ph in p.spans()))
+        e = self.extraction
+        if e is not None:
+            lines.append(f"key frequencies: {e.key_frequencies}")
+            lines.append(f"extracted program (step {e.step}): accuracy {e.accuracy:.3f} on all pairs"
+                         + (f", {e.heldout_accuracy:.3f} held out" if not math.isnan(e.heldout_accuracy) else "")
+                         + f"; {e.description_bits} bits vs {e.lookup_table_bits:.0f} for a lookup table")
+            lines += ["  " + line for line in e.program.text().splitlines()]
+            lines.append(e.verdict)
+        for m in self.missing:
+            lines.append(f"missing: {m.what}: {m.reason}" + (f" (run: {m.command})" if m.command else ""))
+        return "\n".join(lines)
+
+
+def summary(run: str | Path) -> RunSummary:
+    """Read ``run`` and summarise it: phases from its metrics, the program extracted at its newest
+    scheduled checkpoint, the interp measures and LLC estimates on disk, and what is missing."""
+    store = RunStore.open(run)
+    config = store.config()
+    metrics = store.metrics()
+    if metrics.empty:
+        raise RunError(f"run {str(store.path)!r} has no metrics yet (metrics.jsonl is missing or empty)")
+    phases = detect_phases(metrics)
+    missing: list[Missing] = []
+    try:
+        extraction = extract_checkpoint(store.path)
+    except ProgsynthError as error:
+        extraction = None
+        missing.append(Missing("extracted program, Fourier spectrum and neuron clusters", str(error), None))
+    measures = load_measures(store.path)
+    if measures.empty:
+        missing.append(Missing("progress measures", "the run has not been measured",
+                               f"progsynth analyze {shlex.quote(str(store.path))}"))
+    llc = _llc_rows(store.measures())
+    if llc.empty:
+        missing.append(Missing("local learning coefficient", "λ̂ has not been estimated",
+                               f"progsynth llc {shlex.quote(str(store.path))}"))
+    return RunSummary(store.path, config, metrics, phases, extraction, measures, llc, missing)
+
+
+def _llc_rows(measures: pd.DataFrame) -> pd.DataFrame:
+    """The measures rows that carry an ``llc`` value, the newest per step, ascending."""
+    if measures.empty or "llc" not in measures.columns:
+        return pd.DataFrame()
+    columns = [c for c in ("step", "llc", "llc_stderr") if c in measures.columns]
+    rows = measures.loc[measures["llc"].notna(), columns]
+    return rows.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
