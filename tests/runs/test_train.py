@@ -54,6 +54,15 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
     assert a.equals(b)
 
 
+def test_resuming_a_finished_run_changes_nothing(tmp_path: Path) -> None:
+    done = train(TINY, tmp_path / "run")
+    before = RunStore.open(tmp_path / "run").metrics()
+    again = resume(tmp_path / "run")
+    assert again.steps == 30 and not again.interrupted
+    assert again.final[0]["test_loss"] == pytest.approx(done.final[0]["test_loss"])
+    assert RunStore.open(tmp_path / "run").metrics().equals(before)  # no step logged twice
+
+
 def test_minibatch_resume_is_bit_identical(tmp_path: Path) -> None:
     config = TINY.override(batch_size=16, epochs=4)
     train(config, tmp_path / "full")

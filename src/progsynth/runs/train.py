@@ -245,8 +245,11 @@ class _Loop:
         started = time.monotonic()
         last_resume_save = started
         interrupted = False
-        if self.step == 0 and not self.stores[0].metrics().shape[0]:
+        logged = self.stores[0].metrics()
+        if logged.empty:
             self._log()
+        elif int(logged["step"].iloc[-1]) == self.step:  # e.g. resuming a finished run: nothing to add
+            self.last_rows = [{k: float(v) for k, v in s.metrics().iloc[-1].items()} for s in self.stores]
         batches = self._batches()
         skip = self.step % self.steps_per_epoch  # minibatch position within the epoch on resume
         for _ in range(skip):
