@@ -11,7 +11,8 @@
   the two time the same computation.
   Timed at 2 threads (the figure that counts) and at 1 thread: warm-up, then interleaved rounds
   (the order alternates per round), medians of the per-step times.
-- ``vmap8_speedup``: eight seeds through vmap against eight sequential runs (not measured yet).
+- ``vmap8_speedup``: eight seeds of the ``quick`` preset stepped together through torch.func.vmap
+  (as ``progsynth train --seeds 0-7`` does) against the same eight stepped one after another.
 
 GFLOP/s are achieved against each step's matmul FLOP count from the shapes (``*_step_flops``):
 2mnk per product, forward plus backward (the backward of a product whose two operands both need
@@ -31,7 +32,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 # torch's OpenMP runtime (libgomp) lets a thread spin ~300,000 times at each barrier before it
 # sleeps. On a shared machine whose cores are busy with other processes, the spinning thread holds
@@ -152,10 +153,42 @@ def bench_nanda_step(threads: tuple[int, ...] = (2, 1), warmup: int = 3, rounds:
     return result
 
 
-def bench_vmap8() -> Optional[dict]:
-    """PLACEHOLDER (vmap8_speedup, to be written): eight seeds through torch.func.vmap against eight
-    sequential runs, on the CPU and on a GPU when one is lent. Returns None until then."""
-    return None
+def bench_vmap8(seeds: int = 8, threads: tuple[int, ...] = (2, 1), warmup: int = 2, rounds: int = 6) -> dict:
+    """Eight seeds of the ``quick`` preset (p = 53, the everyday config) stepped together through
+    torch.func.vmap, exactly as ``progsynth train --seeds 0-7`` does, against the same eight seeds
+    stepped one after another through the single-seed learner. Per thread count: ms for one step of
+    all eight seeds each way, interleaved rounds, medians; ``vmap8_speedup`` = sequential / vmap.
+    CPU only: runs are CPU-only in this version (no GPU was lent while it was written)."""
+    from progsynth.runs.config import preset
+    from progsynth.runs.experiment import Experiment
+    from progsynth.runs.train import _stack
+
+    experiment = Experiment(preset("quick"))
+    x, y = experiment.x_train, experiment.y_train
+    inits = [experiment.learner.init(experiment.init_params(seed)) for seed in range(seeds)]
+    sequential_states = list(inits)
+    stacked = [_stack([s.opt_state for s in inits]), _stack([s.params for s in inits])]
+    vstep = torch.func.vmap(experiment.pure_step, in_dims=(0, 0, None, None))
+
+    def vmapped() -> torch.Tensor:
+        stacked[0], stacked[1], loss = vstep(stacked[0], stacked[1], x, y)
+        return loss
+
+    def sequential() -> torch.Tensor:
+        losses = []
+        for i, state in enumerate(sequential_states):
+            sequential_states[i], loss = experiment.learner.step(state, x, y)
+            losses.append(loss)
+        return torch.stack(losses)
+
+    first = {"vmap": vmapped(), "sequential": sequential()}
+    max_loss_diff = float((first["vmap"] - first["sequential"]).abs().max())
+    result: dict = {"seeds": seeds, "n_train": len(x), "first_step_max_loss_diff": max_loss_diff, "threads": {}}
+    for t in threads:
+        ms = _median_ms({"vmap": vmapped, "sequential": sequential}, t, warmup, rounds, per_round=2)
+        result["threads"][t] = {"vmap_ms": ms["vmap"], "sequential_ms": ms["sequential"],
+                                "vmap8_speedup": ms["sequential"] / ms["vmap"]}
+    return result
 
 
 def main() -> None:
@@ -177,7 +210,12 @@ def main() -> None:
     for t, row in nanda["threads"].items():
         print(f"{t:>7}{row['progsynth_ms']:>14.1f}{row['reference_ms']:>14.1f}{row['nanda_speedup']:>9.2f}"
               f"{row['gflops']:>9.1f}{row['reference_gflops']:>13.1f}")
-    print(f"vmap8_speedup: {'not measured yet' if vmap8 is None else vmap8['vmap8_speedup']}")
+    print(f"\nEight seeds of the quick preset (p=53, {vmap8['n_train']} train pairs), one step of all eight "
+          f"(first-step loss difference vmap vs sequential {vmap8['first_step_max_loss_diff']:.1e})")
+    print(f"{'threads':>7}{'vmap ms':>10}{'sequential ms':>15}{'speedup':>9}")
+    for t, row in vmap8["threads"].items():
+        print(f"{t:>7}{row['vmap_ms']:>10.1f}{row['sequential_ms']:>15.1f}{row['vmap8_speedup']:>9.2f}")
+    print("(CPU only: training runs on the CPU in this version)")
     print(f"1-minute load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} CPUs "
           f"(a load above this run's own threads means other processes shared the cores); "
           f"GOMP_SPINCOUNT {SPINCOUNT}")
@@ -193,7 +231,10 @@ def main() -> None:
         "nanda_speedup_1thread": nanda["threads"][1]["nanda_speedup"],
         "progsynth_ms_1thread": nanda["threads"][1]["progsynth_ms"],
         "reference_ms_1thread": nanda["threads"][1]["reference_ms"],
-        "vmap8_speedup": None if vmap8 is None else vmap8["vmap8_speedup"],
+        "vmap8_speedup": vmap8["threads"][2]["vmap8_speedup"],
+        "vmap8_speedup_1thread": vmap8["threads"][1]["vmap8_speedup"],
+        "vmap8_ms": vmap8["threads"][2]["vmap_ms"],
+        "sequential8_ms": vmap8["threads"][2]["sequential_ms"],
         "load_average": [load_before, load_after],
         "gomp_spincount": SPINCOUNT,
     }
