@@ -68,11 +68,19 @@ class SoftmaxCrossEntropy(Para):
     name = "softmax_cross_entropy"
     dom, cod = Real(), Real()
 
+    def __init__(self, precision: torch.dtype | None = None):
+        self.precision = precision
+
     def forward(self, y: Any, logits: Any) -> tuple[torch.Tensor, Any]:
         logits = _require_tensor(self.name, "logits", logits)
         y = _require_tensor(self.name, "the target", y)
         if logits.dim() != 2:
             raise LensTypeError(f"{self.name}: logits must be (batch, classes), got shape {tuple(logits.shape)}")
+        dtype = logits.dtype
+        if self.precision is not None:
+            logits = logits.to(self.precision)
+            if y.is_floating_point():
+                y = y.to(self.precision)
         log_p = torch.log_softmax(logits, dim=-1)
         batch, classes = logits.shape
         if y.dtype in (torch.int64, torch.int32):
@@ -90,10 +98,10 @@ class SoftmaxCrossEntropy(Para):
                     f"{self.name}: probability target must have shape {tuple(logits.shape)}, got {tuple(y.shape)}"
                 )
             loss = -(y * log_p).sum(dim=1).mean()
-        return loss, (y, log_p)
+        return loss, (y, log_p, dtype)
 
     def backward(self, residual: Any, alpha: Any, need_input_grad: bool = True) -> tuple[Any, Any]:
-        y, log_p = residual
+        y, log_p, dtype = residual
         batch = log_p.shape[0]
         d_logits = log_p.exp()
         if y.dtype in (torch.int64, torch.int32):
@@ -101,8 +109,8 @@ class SoftmaxCrossEntropy(Para):
             d_y = None  # class indices are discrete: no reverse derivative
         else:
             d_logits = d_logits * y.sum(dim=1, keepdim=True) - y
-            d_y = -(alpha / batch) * log_p
-        return d_y, d_logits * (alpha / batch)
+            d_y = (-(alpha / batch) * log_p).to(dtype)
+        return d_y, (d_logits * (alpha / batch)).to(dtype)
 
 
 class XorLoss(Para):
@@ -162,9 +170,15 @@ def mse(reduction: str = "mean") -> MSE:
     return MSE(reduction)
 
 
-def softmax_cross_entropy() -> SoftmaxCrossEntropy:
-    """Softmax cross-entropy loss lens on logits, matching ``torch.nn.CrossEntropyLoss()``."""
-    return SoftmaxCrossEntropy()
+def softmax_cross_entropy(precision: torch.dtype | None = None) -> SoftmaxCrossEntropy:
+    """Softmax cross-entropy loss lens on logits, matching ``torch.nn.CrossEntropyLoss()``.
+
+    ``precision=torch.float64`` computes the log-softmax, the loss and its reverse derivative in
+    float64 and hands the gradient back in the logits' dtype, as Nanda et al.'s code does
+    (``cross_entropy_high_precision``). In float32, once the training loss nears float32's
+    resolution (≈ 1e-7) the gradient of the correct logit rounds to zero while the others do not,
+    and Adam turns that into periodic loss spikes ("slingshots") that change when a run groks."""
+    return SoftmaxCrossEntropy(precision)
 
 
 def xor_loss() -> XorLoss:

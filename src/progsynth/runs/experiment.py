@@ -46,7 +46,8 @@ class Experiment:
         batch = config.batch_size or self.n_train
         self.steps_per_epoch = -(-self.n_train // batch)
         self.model = from_module(self.module_template, name=config.model.name)
-        self.loss = softmax_cross_entropy() if config.loss == "cross_entropy" else mse()
+        precision = DTYPES[config.loss_dtype] if config.loss_dtype else None
+        self.loss = softmax_cross_entropy(precision) if config.loss == "cross_entropy" else mse()
         optimizer = self._optimizer()
         self.learner = Learner(self.model, self.loss, optimizer, learning_rate(1.0))
         # Under vmap the optimizer cannot sync to check p' is finite; the multi-seed trainer checks
