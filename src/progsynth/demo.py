@@ -1,0 +1,96 @@
+"""The main job behind ``make demo``: train, read the program out, measure, report.
+
+One call takes a run directory from nothing to ``report.html``:
+
+1. train the ``quick`` preset into it (or resume it if an earlier demo was interrupted; a finished
+   run is not retrained);
+2. ``interp``: progress measures at every checkpoint and the program extracted from the last one;
+3. ``slt``: the local learning coefficient at a spread of checkpoints;
+4. ``report``: the self-contained HTML page, whose one-screen summary the CLI prints.
+
+Every step only adds what is missing, so running the demo again is cheap and an interrupted demo
+continues where it stopped. Progress is reported through callbacks so that the library prints
+nothing; the CLI turns them into progress bars.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from progsynth.interp.measures import measure_run
+from progsynth.report.html import Report, write_report
+from progsynth.runs.config import preset
+from progsynth.runs.store import CONFIG
+from progsynth.runs.train import ProgressFn as TrainProgress
+from progsynth.runs.train import TrainResult, resume, train
+
+@dataclass
+class DemoProgress:
+    """Callbacks for each stage; any may be None. ``stage(name)`` announces a stage."""
+
+    stage: Callable[[str], None] | None = None
+    train: TrainProgress | None = None
+    measure: Callable[[int, int, int], None] | None = None
+    llc: Callable[[int, int], None] | None = None
+    report: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class DemoResult:
+    """What the demo did and where the report is."""
+
+    run: Path
+    trained: TrainResult
+    report: Report
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each stage."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the report's summary plus stage timings."""
+        return {"run": str(self.run), "report": str(self.report.path),
+                "steps": self.trained.steps,
+                "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+                **{k: v for k, v in self.report.summary.to_dict().items() if k != "run"}}
+
+
+def run_demo(out: str | Path, preset_name: str = "quick", llc: bool = True,
+             progress: DemoProgress | None = None) -> DemoResult:
+    """Train ``preset_name`` into ``out`` (resuming or skipping what exists), measure it, estimate
+    the LLC (unless ``llc`` is False), and write ``out/report.html``."""
+    progress = progress or DemoProgress()
+    out = Path(out)
+    seconds: dict[str, float] = {}
+
+    def stage(name: str) -> float:
+        if progress.stage:
+            progress.stage(name)
+        return time.monotonic()
+
+    started = stage("train")
+    if (out / CONFIG).is_file():  # an earlier demo's run: continue it (a no-op once it is finished)
+        trained = resume(out, progress=progress.train)
+    else:
+        trained = train(preset(preset_name), out, progress=progress.train)
+    seconds["train"] = time.monotonic() - started
+    if trained.interrupted:
+        raise KeyboardInterrupt  # the run is saved and resumable; the caller says how to continue
+
+    started = stage("measure")
+    measure_run(out, progress=progress.measure)
+    seconds["measure"] = time.monotonic() - started
+
+    if llc:
+        from progsynth.slt.run_llc import estimate_run_llc
+
+        started = stage("llc")
+        estimate_run_llc(out, progress=progress.llc)
+        seconds["llc"] = time.monotonic() - started
+
+    started = stage("report")
+    report = write_report(out, progress=progress.report)
+    seconds["report"] = time.monotonic() - started
+    return DemoResult(out, trained, report, seconds)
