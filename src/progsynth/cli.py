@@ -209,17 +209,22 @@ def circuit_iris(
 # ---- interpretability --------------------------------------------------------------------------
 def _analysis_text(report: dict[str, Any], measures: dict[str, Any]) -> str:
     """The human report of ``progsynth analyze``."""
+    def held(key: str) -> str:  # None when no pair is held out
+        return "n/a" if report[key] is None else f"{report[key]:.4f}"
+
+    heldout = "held-out " if report["heldout_accuracy"] is not None else ""
     lines = [f"step {report['step']}: program", "", report["program"], "",
-             f"relabelling {report['relabelling']}: explains {report['explained_fraction']:.1%} of the held-out "
+             f"relabelling {report['relabelling']}: explains {report['explained_fraction']:.1%} of the {heldout}"
              f"logits' variance ({report['coverage']:.1%} of the entries lie in its group)"]
     for score in report["relabellings"]:
         explained = "n/a: " + score["note"] if score["explained"] is None else f"{score['explained']:.1%}"
         lines.append(f"  {score['name']:<24} {explained}")
     chance = report["chance"]
     lines += [
-        f"accuracy {report['accuracy']:.4f} on all pairs, {report['heldout_accuracy']:.4f} held out "
-        f"(network: {report['network_accuracy']:.4f}, {report['network_heldout_accuracy']:.4f}; chance {chance:.4f})",
-        f"agreement with the network's argmax {report['agreement']:.4f}",
+        f"accuracy {report['accuracy']:.4f} on all pairs, {held('heldout_accuracy')} held out "
+        f"(network: {report['network_accuracy']:.4f}, {held('network_heldout_accuracy')}; chance {chance:.4f})",
+        f"agreement with the network's argmax {report['agreement']:.4f} on all pairs, "
+        f"{held('heldout_agreement')} held out",
         f"description {report['description_bits']} bits; lookup table {report['lookup_table_bits']:.0f} bits",
         f"key frequencies {report['key_frequencies']} "
         f"({report['neurons_clustered']} of {report['neurons']} neurons clustered at one frequency):",
@@ -235,7 +240,8 @@ def _analysis_text(report: dict[str, Any], measures: dict[str, Any]) -> str:
     if measures["final"]:
         f = measures["final"]
         lines.append(f"  final: restricted loss {f['restricted_loss']:.4g}, excluded loss {f['excluded_loss']:.4g}, "
-                     f"test loss {f['test_loss']:.4g}, Gini embedding {f['gini_embedding']:.3f}, "
+                     f"test loss {'n/a' if f['test_loss'] is None else format(f['test_loss'], '.4g')}, "
+                     f"Gini embedding {f['gini_embedding']:.3f}, "
                      f"Gini neuron-to-logit {f['gini_neuron_logit']:.3f}")
     lines += ["", f"verdict: {report['verdict']}"]
     return "\n".join(lines)
@@ -255,6 +261,8 @@ def analyze(
 
     Example: progsynth analyze runs/gromov-seed0 --checkpoint 200
     """
+    import math
+
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -288,8 +296,9 @@ def analyze(
     measures = {"file": str(Path(run) / MEASURES), "checkpoints": int(len(measured.table)),
                 "computed": measured.computed, "skipped": measured.skipped,
                 "final": {"step": int(final_row["step"]),
-                          **{k: float(final_row[k]) for k in ("restricted_loss", "excluded_loss", "test_loss",
-                                                              "gini_embedding", "gini_neuron_logit", "weight_norm")}}
+                          **{k: None if math.isnan(final_row[k]) else float(final_row[k])  # no test pairs
+                             for k in ("restricted_loss", "excluded_loss", "test_loss", "gini_embedding",
+                                       "gini_neuron_logit", "weight_norm")}}
                 if final_row else None}
     report = extraction.to_dict()
     emit({**report, "measures": measures}, as_json, escape(_analysis_text(report, measures)))
@@ -460,7 +469,7 @@ def llc(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from progsynth.runs.store import MEASURES, RunStore
-    from progsynth.slt.run_llc import llc_run, parse_steps, settings_of
+    from progsynth.slt.run_llc import estimate_run_llc, parse_steps, settings_of
 
     bar = None if as_json else Progress(
         TextColumn("[bold]llc"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
@@ -477,7 +486,7 @@ def llc(
         def update(done: int, total: int, step: int) -> None:
             bar.update(task, completed=done, total=total, step=step)
 
-        result = llc_run(run, steps, config, progress=update if bar else None)
+        result = estimate_run_llc(run, steps, config, progress=update if bar else None)
     except ProgsynthError as error:
         if bar:
             bar.stop()

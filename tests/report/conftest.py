@@ -1,4 +1,5 @@
-"""Fixtures for the report tests: tiny runs, and headless Chromium driven over the DevTools protocol.
+"""Fixtures for the report tests: measured runs (``grokked_run`` is in tests/conftest.py), and
+headless Chromium driven over the DevTools protocol.
 
 Chromium is driven with the standard library only: ``--remote-debugging-pipe`` makes it read
 DevTools commands (JSON, each ending in a NUL byte) from file descriptor 3 and write replies and
@@ -24,27 +25,6 @@ import pytest
 
 from progsynth.interp.measures import measure_run
 from progsynth.report.html import Report, write_report
-from progsynth.runs.config import ModelConfig, OptimConfig, RunConfig, TaskConfig
-from progsynth.runs.train import train
-
-GROKS = RunConfig(
-    task=TaskConfig(p=23, train_fraction=0.5),
-    model=ModelConfig(name="gromov", d_mlp=96),
-    optim=OptimConfig(lr=1e-2, weight_decay=5.0),
-    loss="mse",
-    epochs=150,
-    metrics_every=2,
-    max_checkpoints=12,
-)
-"""Gromov's quadratic MLP on (a + b) mod 23: memorises by step ~20 and generalises by ~120, in ~2 s."""
-
-
-@pytest.fixture(scope="session")
-def grokked_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny run that memorises then generalises, without measures (tests copy it to add them)."""
-    out = tmp_path_factory.mktemp("runs") / "groks"
-    train(GROKS, out)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def gromov_solution(relabelling: Relabelling, frequencies: Sequence[int], amplit
                           f"default_class in [0, {p}) for them, got {default_class!r}")
     w_in = torch.zeros(2 * p, width, dtype=torch.float64)
     w_out = torch.zeros(width, p, dtype=torch.float64)
-    x, y, z = relabelling.f, relabelling.g, relabelling.h
+    x, y, z = (m.to(torch.float64) for m in (relabelling.f, relabelling.g, relabelling.h))  # −1: left out
     unit = 0
     for k, amplitude in zip(frequencies, amplitudes):
         w = 2 * math.pi * k / n

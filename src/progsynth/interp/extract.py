@@ -19,7 +19,8 @@ Description length (bits, every field rounded up to whole bits): the relabelling
 (``Relabelling.bits``), the number of terms K (⌈log2(⌊n/2⌋ + 1)⌉), each frequency index
 (⌈log2 ⌊n/2⌋⌉), the quantisation depth q (4 bits), each term's amplitude and phase (q bits each),
 and the constant answer outside the group (⌈log2 p⌉) when there is one. Amplitudes are stored as
-fractions of the largest, on 2^q − 1 even steps of [0, 1], and phases on 2^q even steps of a turn;
+fractions of the largest on the 2^q levels 1/2^q, 2/2^q, ..., 1 (never 0: a key frequency stays in
+the program), and phases on 2^q even steps of a turn;
 q is the smallest depth (1..16) at which the quantised program answers every pair as the
 unquantised fit does, and the program that runs is the quantised one. The overall scale of the
 logits is kept as a float outside the count: it never changes an answer. A lookup table costs
@@ -33,9 +34,16 @@ frequency's directions cos/sin(w_k(x + y)) are removed from the logits (``freque
 Each key frequency alone, all key frequencies, and everything but the key frequencies; the loss
 is the run's own (cross-entropy or MSE), on all pairs.
 
-Verdict. ``program`` when the program gets at least 99 % of the held-out pairs right, ``partial``
-when at least half, ``none`` below that: no generalising program, which the text says plainly,
-with the best explained fraction and whether the network itself generalises.
+Verdict, read on the held-out pairs (a memorising network gets its training pairs right by memory,
+so only held-out pairs tell a program from a table). ``program`` when the program answers at least
+99 % of them correctly *and* agrees with the network's argmax on at least 99 % (a weak Fourier
+component of the logits can answer correctly where the network does not: that program is not the
+network's); ``partial`` when both reach half; ``none`` otherwise, and the text says which case it
+is, with the best relabelling's explained fraction: the network does not beat chance (accuracy
+more than three binomial standard deviations above 1/p, ``beats_chance``) and only memorises; the
+network generalises but Fourier features in no relabelling follow it; or the network generalises
+too little for a program. When the best relabelling is not the identity, the text also gives the
+fraction a Fourier program explains in the residues' own order.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from typing import Any
 import torch
 
 from progsynth.errors import ConfigError, RunError
-from progsynth.interp.fourier import DTYPE, fourier_1d, fourier_basis, frequency_norms
+from progsynth.interp.fourier import DTYPE, fourier_1d, fourier_basis
 from progsynth.interp.frequencies import (KEY_THRESHOLD, NEURON_THRESHOLD, LogitFit, NeuronClusters,
                                           embedding_norms, fit_logits, key_frequencies, key_logits,
                                           neuron_clusters)
@@ -59,12 +67,13 @@ from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import RunStore
 
 __all__ = ["Term", "Program", "RelabellingScore", "Ablation", "FrequencyEvidence", "Extraction",
-           "extract", "extract_checkpoint", "load_params", "GENERALISING", "PARTIAL"]
+           "extract", "extract_checkpoint", "load_params", "beats_chance", "GENERALISING", "PARTIAL"]
 
 GENERALISING = 0.99
-"""Held-out accuracy from which the extracted program counts as the network's program."""
+"""Held-out accuracy and agreement with the network from which the extracted program counts as the
+network's program."""
 PARTIAL = 0.5
-"""Held-out accuracy from which it counts as a partial program; below, there is none."""
+"""Held-out accuracy and agreement from which it counts as a partial program; below, there is none."""
 MAX_QUANTISATION = 16
 """Deepest quantisation tried for amplitudes and phases (bits each)."""
 
@@ -168,7 +177,7 @@ def _quantise(fit: LogitFit, key: list[int], default_class: int | None, bits: in
     if bits and amplitudes.numel():
         scale = float(amplitudes.max())
         levels = 2 ** bits
-        amplitudes = torch.round(amplitudes / scale * (levels - 1)) / (levels - 1) * scale
+        amplitudes = torch.round(amplitudes / scale * levels).clamp_min(1) / levels * scale
         phases = torch.remainder(torch.round(phases / (2 * math.pi) * levels), levels) * (2 * math.pi / levels)
         phases = torch.where(phases > math.pi, phases - 2 * math.pi, phases)
     terms = tuple(Term(k, float(a), float(ph)) for k, a, ph in zip(key, amplitudes.tolist(), phases.tolist()))
@@ -243,6 +252,8 @@ class Extraction:
     """Program accuracy on the held-out pairs (NaN when none are held out)."""
     agreement: float
     """Fraction of pairs where the program and the network's argmax agree."""
+    heldout_agreement: float
+    """The same on the held-out pairs (NaN when none are held out)."""
     network_accuracy: float
     network_heldout_accuracy: float
     description_bits: int
@@ -259,7 +270,11 @@ class Extraction:
         return self.fit.grid
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (the ``analyze --json`` fields)."""
+        """A JSON-ready summary (the ``analyze --json`` fields); held-out figures are None when no
+        pair is held out (strict JSON has no NaN)."""
+        def held(value: float) -> float | None:
+            return None if math.isnan(value) else value
+
         return {
             "step": self.step,
             "relabelling": self.program.relabelling.name,
@@ -271,10 +286,11 @@ class Extraction:
             "terms": [vars(t) for t in self.program.terms],
             "default_class": self.program.default_class,
             "accuracy": self.accuracy,
-            "heldout_accuracy": self.heldout_accuracy,
+            "heldout_accuracy": held(self.heldout_accuracy),
             "agreement": self.agreement,
+            "heldout_agreement": held(self.heldout_agreement),
             "network_accuracy": self.network_accuracy,
-            "network_heldout_accuracy": self.network_heldout_accuracy,
+            "network_heldout_accuracy": held(self.network_heldout_accuracy),
             "chance": 1 / self.program.p,
             "description_bits": self.description_bits,
             "lookup_table_bits": self.lookup_table_bits,
@@ -283,6 +299,10 @@ class Extraction:
             "evidence": [vars(e) for e in self.evidence],
             "neurons_clustered": int(sum(self.clusters.counts().values())),
             "neurons": int(self.clusters.frequency.numel()),
+            "neuron_clusters": {"threshold": self.clusters.threshold,
+                                "counts": {str(k): n for k, n in self.clusters.counts().items()},
+                                "frequency": self.clusters.frequency.tolist(),
+                                "fraction": [round(f, 4) for f in self.clusters.fraction.tolist()]},
             "verdict_kind": self.verdict_kind,
             "verdict": self.verdict,
         }
@@ -323,29 +343,50 @@ def _ablations(experiment: Experiment, params: dict[str, torch.Tensor], logits: 
     return found
 
 
-def _verdict(fit: LogitFit, program: Program, accuracy: float, heldout: float, network_heldout: float,
-             scores: list[RelabellingScore]) -> tuple[str, str]:
+def beats_chance(accuracy: float, pairs: int, p: int) -> bool:
+    """Whether ``accuracy`` on ``pairs`` pairs with p classes lies more than three binomial standard
+    deviations above chance 1/p (module docstring)."""
+    chance = 1 / p
+    return pairs > 0 and accuracy > chance + 3 * math.sqrt(chance * (1 - chance) / pairs)
+
+
+def _verdict(fit: LogitFit, program: Program, accuracy: float, heldout: float, agreement: float,
+             network_heldout: float, pairs: int, scores: list[RelabellingScore]) -> tuple[str, str]:
+    """(kind, text) of the verdict (module docstring); ``heldout``, ``agreement`` and
+    ``network_heldout`` are read on the ``pairs`` held-out pairs."""
     name, chance = program.relabelling.name, 1 / program.p
     explained = f"explains {fit.explained:.1%} of the {'held-out ' if fit.heldout else ''}logits' variance"
     if math.isnan(heldout):
         return "partial", (f"No pairs are held out, so memory cannot be told from a program: in the {name} "
                            f"relabelling the Fourier program {explained} and answers {accuracy:.1%} of the pairs correctly.")
-    if heldout >= GENERALISING:
+    own_order = next((s for s in scores if s.name == "identity"), None)
+    if name != "identity" and own_order is not None and own_order.explained is not None:
+        explained += f" (in the residues' own order a Fourier program explains {own_order.explained:.1%})"
+    follows = (f"agrees with the network on {agreement:.1%} of the held-out pairs and answers {heldout:.1%} of them "
+               "correctly")
+    network = f" (the network: {network_heldout:.1%}; chance {chance:.1%})"
+    key = [t.frequency for t in program.terms]
+    if heldout >= GENERALISING and agreement >= GENERALISING:
         return "program", (f"The network implements a Fourier program in the {name} relabelling with key "
-                           f"frequencies {[t.frequency for t in program.terms]}: it {explained} and answers "
-                           f"{heldout:.1%} of the held-out pairs correctly.")
-    tried = ", ".join(s.name for s in scores if s.explained is not None)
-    if heldout >= PARTIAL:
-        return "partial", (f"Only a partial program: the best Fourier program (in the {name} relabelling) "
-                           f"{explained} and answers {heldout:.1%} of the held-out pairs correctly (chance "
-                           f"{chance:.1%}).")
-    network = ("the network itself generalises" if network_heldout >= GENERALISING else
-               f"the network itself gets {network_heldout:.1%} of the held-out pairs right, so it memorises "
-               "its training pairs" if network_heldout < PARTIAL else
-               f"the network itself gets {network_heldout:.1%} of the held-out pairs right")
-    return "none", (f"No generalising program: no relabelling tried ({tried}) explains the network. The best, "
-                    f"{name}, {explained}, and its program answers {heldout:.1%} of the held-out pairs "
-                    f"correctly (chance {chance:.1%}); {network}.")
+                           f"frequencies {key}: it {explained}, {follows}{network}.")
+    if heldout >= PARTIAL and agreement >= PARTIAL:
+        return "partial", (f"Only a partial program: the Fourier program in the {name} relabelling with key "
+                           f"frequencies {key} {explained}, {follows}{network}.")
+    best = f"The best Fourier program, in the {name} relabelling, {explained}, {follows} (chance {chance:.1%})."
+    if beats_chance(heldout, pairs, program.p) and agreement < PARTIAL:
+        best += (" Its answers beat chance, but that Fourier component of the logits is too weak to set the "
+                 "network's answers.")
+    if not beats_chance(network_heldout, pairs, program.p):
+        return "none", (f"No generalising program: no program beats chance on held-out pairs. The network answers "
+                        f"{network_heldout:.1%} of them correctly (chance {chance:.1%}), so it only memorises its "
+                        f"training pairs. {best}")
+    if network_heldout >= PARTIAL:
+        tried = ", ".join(s.name for s in scores if s.explained is not None)
+        return "none", (f"Fourier features do not explain this network: it answers {network_heldout:.1%} of the "
+                        f"held-out pairs correctly, but in no relabelling tried ({tried}) does a Fourier program "
+                        f"follow it. {best}")
+    return "none", (f"No generalising program: the network answers only {network_heldout:.1%} of the held-out "
+                    f"pairs correctly (chance {chance:.1%}). {best}")
 
 
 @torch.no_grad()
@@ -398,11 +439,14 @@ def extract(experiment: Experiment, params: dict[str, torch.Tensor], step: int |
                                   float(fit.phases[k - 1]), counts.get(k, 0), float(embedding[k - 1]))
                 for k in key]
     accuracy = float(correct.mean())
-    kind, verdict = _verdict(fit, program, accuracy, heldout, network_heldout, scores)
+    agrees = (predicted == answers).double()
+    heldout_agreement = float(agrees[heldout_rows].mean()) if heldout_rows.numel() else math.nan
+    kind, verdict = _verdict(fit, program, accuracy, heldout, heldout_agreement, network_heldout,
+                             int(heldout_rows.numel()), scores)
     return Extraction(
         step=step, program=program, fit=fit, relabellings=scores, key_frequencies=key,
-        accuracy=accuracy, heldout_accuracy=heldout,
-        agreement=float((predicted == answers).double().mean()),
+        accuracy=accuracy, heldout_accuracy=heldout, agreement=float(agrees.mean()),
+        heldout_agreement=heldout_agreement,
         network_accuracy=float(net_correct.mean()), network_heldout_accuracy=network_heldout,
         description_bits=program.description_bits, lookup_table_bits=logits.shape[0] * math.log2(p),
         ablations=_ablations(experiment, params, logits, grid, key), evidence=evidence, clusters=clusters,

@@ -41,6 +41,7 @@ __all__ = [
     "frequency_norms",
     "sum_components",
     "sum_directions",
+    "harmonic",
     "frequency_of_terms",
     "gini",
 ]
@@ -116,18 +117,19 @@ def fourier_basis(n: int) -> FourierBasis:
     return _BASES[n]
 
 
-def _check_axis(name: str, x: torch.Tensor, axis: int, n: int) -> None:
+def _check_axis(name: str, x: torch.Tensor, axis: int, n: int) -> int:
+    """``axis`` of ``x`` made non-negative, after checking it exists and has the group's n elements."""
     if not isinstance(x, torch.Tensor):
         raise LensTypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.dim() <= axis or x.shape[axis] != n:
+    if not -x.dim() <= axis < x.dim() or x.shape[axis] != n:
         raise LensTypeError(f"{name}: axis {axis} of a tensor of shape {tuple(x.shape)} must have the group's "
                             f"{n} elements")
+    return axis % x.dim()
 
 
 def fourier_1d(x: torch.Tensor, basis: FourierBasis, dim: int = 0) -> torch.Tensor:
     """Coefficients of ``x`` along ``dim`` (indexed by group elements 0..n−1) in the basis, float64."""
-    dim = dim % max(x.dim(), 1) if isinstance(x, torch.Tensor) else dim
-    _check_axis("fourier_1d", x, dim, basis.n)
+    dim = _check_axis("fourier_1d", x, dim, basis.n)
     return torch.movedim(torch.tensordot(basis.matrix, x.to(DTYPE), dims=([1], [dim])), 0, dim)
 
 
@@ -144,8 +146,7 @@ def fourier_2d(grid: torch.Tensor, basis: FourierBasis) -> torch.Tensor:
 def frequency_norms(coefficients: torch.Tensor, basis: FourierBasis, dim: int = 0) -> torch.Tensor:
     """(⌊n/2⌋,) norms per frequency k = 1..⌊n/2⌋: the root sum of squares of the cos and sin
     coefficients of k along ``dim``, over every other axis. The constant is left out."""
-    dim = dim % coefficients.dim()
-    _check_axis("frequency_norms", coefficients, dim, basis.n)
+    dim = _check_axis("frequency_norms", coefficients, dim, basis.n)
     per_row = torch.movedim(coefficients.to(DTYPE), dim, 0).reshape(basis.n, -1).pow(2).sum(1)
     energy = torch.zeros(basis.n // 2 + 1, dtype=DTYPE).index_add_(0, basis.row_frequency(), per_row)
     return energy[1:].sqrt()
@@ -189,16 +190,26 @@ def sum_directions(basis: FourierBasis) -> torch.Tensor:
     return out
 
 
+def harmonic(k: int, n: int) -> int:
+    """The frequency of the second harmonic cos(2 w_k x) on Z_n: 2k folded into 0..⌊n/2⌋."""
+    return min(2 * k % n, -2 * k % n)
+
+
 def frequency_of_terms(basis: FourierBasis) -> torch.Tensor:
-    """(⌊n/2⌋, n, n) bool: for each frequency k, the 2-D basis terms basis_i(x)·basis_j(y) whose
-    row frequencies both lie in {0, k}, except the constant term: the linear terms in x or y alone
-    and the quadratic terms k × k. The share of a neuron's variance in these terms is how much of
-    it frequency k explains (Nanda et al.'s neuron clustering)."""
+    """(⌊n/2⌋, n, n) bool: for each frequency k, the 2-D basis terms basis_i(x)·basis_j(y) that a
+    neuron of frequency k fills: the terms whose row frequencies both lie in {0, k} except the
+    constant (linear in x or y alone, and the quadratic k × k terms, as Nanda et al.), plus the
+    second harmonic 2k of x or y alone, which any nonlinearity applied to a frequency-k input makes
+    (cos² u = (1 + cos 2u)/2: a squared unit cos(w a) + cos(w b) puts a fifth of its variance there,
+    and without it could never reach 0.85). The share of a neuron's variance in these terms is how
+    much of it frequency k explains."""
     freq = basis.row_frequency()
     ks = torch.tensor(basis.frequencies).view(-1, 1, 1)
+    twice = torch.tensor([harmonic(k, basis.n) for k in basis.frequencies]).view(-1, 1, 1)
     fi, fj = freq.view(1, -1, 1), freq.view(1, 1, -1)
     inside = ((fi == 0) | (fi == ks)) & ((fj == 0) | (fj == ks))
-    return inside & ~((fi == 0) & (fj == 0))
+    harmonics = ((fi == 0) & (fj == twice)) | ((fi == twice) & (fj == 0))
+    return (inside | (harmonics & (twice > 0))) & ~((fi == 0) & (fj == 0))
 
 
 def gini(values: torch.Tensor) -> float:

@@ -24,10 +24,11 @@ it as a cross-check: the neurons whose activations it dominates and the embeddin
 
 Neuron clusters. A neuron's activation over the n × n grid of group pairs, centred and 2-D
 transformed; frequency k explains the share of its variance in the terms whose two frequencies
-lie in {0, k} (linear in x or y alone, and the quadratic k × k terms), as Nanda et al.; the neuron
-belongs to its dominant frequency when that share reaches ``NEURON_THRESHOLD`` (0.85). A squared
-unit cos(w a) + cos(w b) puts a fifth of its variance into the harmonic 2k (cos 2wa), so Gromov's
-neurons reach 0.8 at most and need a lower threshold to cluster.
+lie in {0, k} (linear in x or y alone, and the quadratic k × k terms), as Nanda et al., plus the
+second harmonic 2k of x or y alone (``fourier.frequency_of_terms``: a squared unit
+cos(w a) + cos(w b), as in Gromov's network, puts a fifth of its variance there); the neuron
+belongs to its dominant frequency when that share reaches ``NEURON_THRESHOLD`` (0.85). Every
+neuron's share is reported, clustered or not.
 """
 
 from __future__ import annotations
