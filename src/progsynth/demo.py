@@ -23,7 +23,7 @@ from typing import Any
 
 from progsynth.interp.measures import measure_run
 from progsynth.report.html import Report, write_report
-from progsynth.runs.config import preset
+from progsynth.runs.config import RunConfig, preset
 from progsynth.runs.store import CONFIG
 from progsynth.runs.train import ProgressFn as TrainProgress
 from progsynth.runs.train import TrainResult, resume, train
@@ -57,10 +57,10 @@ class DemoResult:
                 **{k: v for k, v in self.report.summary.to_dict().items() if k != "run"}}
 
 
-def run_demo(out: str | Path, preset_name: str = "quick", llc: bool = True,
+def run_demo(out: str | Path, config: RunConfig | None = None, llc: bool = True,
              progress: DemoProgress | None = None) -> DemoResult:
-    """Train ``preset_name`` into ``out`` (resuming or skipping what exists), measure it, estimate
-    the LLC (unless ``llc`` is False), and write ``out/report.html``."""
+    """Train ``config`` (default: the ``quick`` preset) into ``out``, or continue the run already
+    there; measure it, estimate the LLC (unless ``llc`` is False), and write ``out/report.html``."""
     progress = progress or DemoProgress()
     out = Path(out)
     seconds: dict[str, float] = {}
@@ -74,7 +74,7 @@ def run_demo(out: str | Path, preset_name: str = "quick", llc: bool = True,
     if (out / CONFIG).is_file():  # an earlier demo's run: continue it (a no-op once it is finished)
         trained = resume(out, progress=progress.train)
     else:
-        trained = train(preset(preset_name), out, progress=progress.train)
+        trained = train(config or preset("quick"), out, progress=progress.train)
     seconds["train"] = time.monotonic() - started
     if trained.interrupted:
         raise KeyboardInterrupt  # the run is saved and resumable; the caller says how to continue

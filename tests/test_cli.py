@@ -1,0 +1,90 @@
+"""Command-line conventions (every command: --help with an example, exit code 2 on usage errors)
+and the demo pipeline (train, measure, report; interrupted demos continue)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from progsynth.cli import app
+from progsynth.demo import DemoProgress, run_demo
+from progsynth.runs.store import RunStore
+from tests.conftest import GROKS
+
+runner = CliRunner()
+
+
+def _commands() -> dict[str, list[str]]:
+    """Every leaf command as {name: argv prefix}, sub-groups included."""
+    root = get_command(app)
+    found: dict[str, list[str]] = {}
+    for name, command in root.commands.items():
+        if hasattr(command, "commands"):
+            for sub in command.commands:
+                found[f"{name} {sub}"] = [name, sub]
+        else:
+            found[name] = [name]
+    return found
+
+
+def test_top_level_help_lists_every_command_with_an_example() -> None:
+    result = runner.invoke(app, ["--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for name in get_command(app).commands:
+        assert name in result.output
+    examples = result.output[result.output.index("Examples"):]
+    for name in _commands():
+        assert f"progsynth {name}" in examples, name
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_every_command_documents_an_example_and_json(name: str) -> None:
+    result = runner.invoke(app, [*_commands()[name], "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output and "--json" in result.output
+
+
+@pytest.mark.parametrize("argv", [["train", "--epochs", "many"], ["no-such-command"], ["analyze"]])
+def test_usage_errors_exit_with_code_2(argv: list[str]) -> None:
+    assert runner.invoke(app, argv).exit_code == 2
+
+
+def test_failures_exit_with_code_1_and_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert "nowhere" in result.output and "Traceback" not in result.output
+
+
+def test_an_interrupted_demo_continues_where_it_stopped(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+
+    def ctrl_c(step: int, total: int, rows: list) -> None:
+        if step >= 60:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, GROKS, llc=False, progress=DemoProgress(train=ctrl_c))
+    assert RunStore.open(out).load_checkpoint().step == 60  # saved on the way out, resumable
+    stages: list[str] = []
+    result = run_demo(out, llc=False, progress=DemoProgress(stage=stages.append))
+    assert stages == ["train", "measure", "report"]
+    assert result.trained.steps == GROKS.epochs and not result.trained.interrupted
+    assert list(RunStore.open(out).metrics()["step"]) == list(range(0, GROKS.epochs + 1, GROKS.metrics_every))
+    summary = result.to_dict()
+    assert summary["generalised"] is not None and summary["program_accuracy"] == 1.0
+    assert result.report.path == out / "report.html" and result.report.path.stat().st_size > 10_000
+    again = run_demo(out, llc=False)  # a finished demo trains nothing and measures nothing new
+    assert again.trained.steps == GROKS.epochs and again.seconds["train"] < 5
+
+
+def test_demo_command_json_is_the_last_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("progsynth.demo.preset", lambda name: GROKS)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--no-llc", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output.strip().splitlines()[-1])
+    assert out["report"].endswith("report.html") and out["steps"] == GROKS.epochs
+    assert set(out["seconds"]) == {"train", "measure", "report"}
