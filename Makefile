@@ -19,7 +19,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
+# devinterp 1.3.2 is a benchmark-only dependency (benchmarks/llc.py compares against it). --no-deps
+# keeps pip from touching torch; tqdm and cloudpickle are the packages it imports beyond ours.
 bench: $(STAMP)
+	$(BIN)/pip install -q --no-deps devinterp==1.3.2 'tqdm>=4.65,<5' 'cloudpickle>=3.0,<4'
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:

@@ -46,6 +46,7 @@ def test_regular_model_gives_half_the_dimension():
     assert result.sweep is not None and result.epsilon == result.sweep.chosen
     assert result.loss_traces.shape == (4, 400)
     assert result.llc_stderr == pytest.approx(np.std(result.llc_per_chain, ddof=1) / 2)
+    assert result.llc_stderr_per_chain.shape == (4,) and (result.llc_stderr_per_chain > 0).all()
 
 
 def test_a_nan_chain_is_dropped_and_the_others_still_estimate():
@@ -55,6 +56,7 @@ def test_a_nan_chain_is_dropped_and_the_others_still_estimate():
     safe = estimate_llc(cliff_loss(params, 10.0), params, data, config)
     assert cliff.diagnostics.diverged == (0,)
     assert np.isnan(cliff.llc_per_chain[0]) and np.isnan(cliff.loss_traces[0]).any()
+    assert np.isnan(cliff.llc_stderr_per_chain[0]) and np.isfinite(cliff.llc_stderr_per_chain[1:]).all()
     np.testing.assert_array_equal(cliff.llc_per_chain[1:], safe.llc_per_chain[1:])  # chains are independent
     assert cliff.llc_mean == pytest.approx(np.mean(safe.llc_per_chain[1:]))
     assert cliff.llc_mean == pytest.approx(6.0, rel=0.15)

@@ -46,6 +46,7 @@ __all__ = [
     "aoyagi_lambda",
     "num_parameters",
     "dln_loss",
+    "dln_problem",
     "DLNCheck",
     "check_dln_llc",
 ]
@@ -164,13 +165,21 @@ def check_dln_llc(
     """Estimate λ̂ for a DLN at a true parameter of rank ``rank`` and compare it with Aoyagi's λ.
 
     Trains nothing: w* is ``dln_true_solution(widths, rank)`` and the data are n samples of
-    ``dln_data(w*, n, noise_std)``, both drawn from a generator seeded with ``data_seed``; the
+    ``dln_data(w*, n, noise_std)``, both drawn from a generator seeded with ``data_seed`` (``dln_problem``); the
     sampler's own randomness comes from ``config.seed``.
     """
     widths = check_widths(widths, rank)
+    params, data = dln_problem(widths, rank, n, noise_std, data_seed)
+    return DLNCheck(widths, rank, aoyagi_lambda(widths, rank), estimate_llc(dln_loss, params, data, config))
+
+
+def dln_problem(
+    widths: Sequence[int], rank: int, n: int = 10_000, noise_std: float = 0.1, data_seed: int = 0
+) -> tuple[DLNParams, tuple[torch.Tensor, torch.Tensor]]:
+    """The true parameter ``dln_true_solution(widths, rank)`` and n samples ``dln_data`` of it, both
+    drawn from one generator seeded with ``data_seed``: what ``check_dln_llc`` estimates on."""
     if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
         raise ConfigError(f"data_seed must be an integer >= 0, got {data_seed!r}")
     generator = torch.Generator().manual_seed(data_seed)
     params = dln_true_solution(widths, rank, generator)
-    data = dln_data(params, n, noise_std, generator)
-    return DLNCheck(widths, rank, aoyagi_lambda(widths, rank), estimate_llc(dln_loss, params, data, config))
+    return params, dln_data(params, n, noise_std, generator)

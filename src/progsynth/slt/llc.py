@@ -24,6 +24,8 @@ not depend on how many chains run beside it.
 
 λ̂ reported = mean of λ̂_chain over healthy chains; its standard error = std over those chains
 (ddof = 1) / √(number of healthy chains) (chains are independent; draws within a chain are not).
+Each chain's λ̂ also gets its own standard error, nβ × the batch-means standard error of its excess
+loss over 10 blocks of consecutive draws (``llc_stderr_per_chain``).
 
 Diagnostics (each names the chains it concerns and adds a line to ``diagnostics.warnings``):
 
@@ -266,6 +268,9 @@ class LLCResult:
     """Standard deviation (ddof = 1) of the healthy chains' estimates; NaN with < 2."""
     llc_per_chain: np.ndarray
     """λ̂ of every chain, shape (chains,); NaN for diverged chains."""
+    llc_stderr_per_chain: np.ndarray
+    """Standard error of each chain's λ̂ from 10 consecutive blocks of its draws (batch means, so
+    autocorrelation within the chain is accounted for), shape (chains,); NaN for diverged chains."""
     loss_traces: np.ndarray
     """Minibatch loss L_m(w_t) at every draw, shape (chains, draws)."""
     init_loss: float
@@ -290,6 +295,7 @@ class LLCResult:
             "llc_stderr": self.llc_stderr,
             "llc_std": self.llc_std,
             "llc_per_chain": self.llc_per_chain.tolist(),
+            "llc_stderr_per_chain": self.llc_stderr_per_chain.tolist(),
             "init_loss": self.init_loss,
             "nbeta": self.nbeta,
             "epsilon": self.epsilon,
@@ -501,12 +507,18 @@ def _diverged(losses: np.ndarray, init_loss: float, nbeta: float, dim: int, fact
     return ~finite | (rise > threshold)
 
 
+def _batch_means_stderr(trace: np.ndarray) -> float:
+    """Standard error of the mean of a chain's trace from 10 blocks of consecutive draws (inf with < 2 draws)."""
+    blocks = min(10, trace.size)
+    if blocks < 2:
+        return math.inf
+    means = np.array([part.mean() for part in np.array_split(trace, blocks)])
+    return float(means.std(ddof=1) / math.sqrt(blocks))
+
+
 def _below_start(excess: np.ndarray) -> bool:
-    """Mean excess below −3 batch-means standard errors (10 blocks of consecutive draws)."""
-    blocks = min(10, excess.size)
-    means = np.array([part.mean() for part in np.array_split(excess, blocks)])
-    stderr = means.std(ddof=1) / math.sqrt(blocks) if blocks >= 2 else math.inf
-    return bool(excess.mean() < 0 and excess.mean() < -3 * stderr)
+    """Mean excess below −3 batch-means standard errors."""
+    return bool(excess.mean() < 0 and excess.mean() < -3 * _batch_means_stderr(excess))
 
 
 def _choose(epsilons: tuple[float, ...], acceptance: np.ndarray, target: float) -> tuple[float, str]:
@@ -661,6 +673,9 @@ def _result(
         llc_stderr=std / math.sqrt(healthy.size) if healthy.size >= 2 else math.nan,
         llc_std=std,
         llc_per_chain=per_chain,
+        llc_stderr_per_chain=np.array(
+            [nbeta * _batch_means_stderr(excess[c]) if not diverged[c] else math.nan for c in range(diverged.size)]
+        ),
         loss_traces=run.losses,
         init_loss=init_loss,
         nbeta=nbeta,

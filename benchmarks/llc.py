@@ -1,0 +1,209 @@
+"""The LLC estimator against exact answers, and against devinterp 1.3.2 on the same problem.
+
+- **Deep linear networks** (``dln_max_rel_error``): six shapes and ranks, including widths
+  [20, 10, 10, 10, 20] at rank 5 (λ = 97), each at a true parameter with n = 10,000 samples
+  (``progsynth.slt.dln.check_dln_llc``), estimated with the *automatic defaults* (``SGLDConfig()``:
+  ε = "auto", nβ = n / log n, γ = 10, 8 chains, 1,000 burn-in steps, 2,000 draws, batch 500) and
+  compared with Aoyagi's exact λ. Target |λ̂ − λ| / λ ≤ 10 %.
+- **Regular model** (``regular_rel_error``): one full-rank linear layer 15 → 10 (d = 150), whose
+  learning coefficient is d / 2 = 75, with the same defaults. Target ≤ 10 %.
+- **devinterp 1.3.2** (``devinterp_agree``, ``llc_speedup``): on the [20, 10, 10, 10, 20] rank-5
+  network and the same data, both estimators run with identical ε (the one ``epsilon="auto"``
+  picked above), nβ = n / log n, γ = 10, 8 chains, 500 burn-in steps, 1,000 draws, batch 500 and
+  seed 0. devinterp runs its chains one after the other (``cores=1``); progsynth runs them as one
+  vmapped computation. ``llc_speedup`` = devinterp seconds / progsynth seconds (target ≥ 3), each
+  after a short warm-up run so neither pays one-off start-up costs. The estimates agree when
+  |λ̂_progsynth − λ̂_devinterp| ≤ 2 × √(se² + se²) (a two-sided 95 % test; with identical
+  samplers the difference is within one combined se only about two times in three, so both the
+  ratio ``devinterp_z`` and the verdict are reported).
+
+Conventions, checked in devinterp's source (``devinterp/optim/sgld.py``,
+``devinterp/slt/sampler.py``, ``devinterp/slt/llc.py``): its SGLD step is
+w ← w − (lr/2)[nβ ∇L_m(w) + γ(w − w₀)] + √lr N(0, 1), exactly ours with ε = lr (same 1/2, same
+noise scale √ε, localization γ applied as is); λ̂_chain = nβ (mean over draws of the minibatch loss
+recorded before each step − L_init), as ours. Two differences are removed by passing values
+explicitly: devinterp's default nβ uses the *batch size* (m / log m), so we pass nβ = n / log n;
+its default L_init averages a few minibatches, so we pass the exact full-data loss L_n(w*) that
+progsynth uses. The loss is the same function (``squared_error``: mean over rows of ‖ŷ − y‖²) and
+minibatches are drawn the same way (a fresh shuffle per epoch, 500 rows per step). Standard errors
+on both sides are the std over chains (ddof = 1) / √chains.
+
+Threads: torch runs at 1 thread throughout. The machine has 2 cores shared with other jobs;
+progsynth's batched step is also timed at 2 threads and printed, but on a shared machine the
+second thread contends with the neighbours (it was several times *slower* here), and 1 thread is
+the like-for-like setting for devinterp's sequential chains.
+
+Needs devinterp 1.3.2 (a benchmark-only dependency; ``make bench`` installs it). Prints a table,
+then one JSON object as the last line. Runs in about 4-5 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import sys
+import time
+import warnings
+from typing import Any
+
+import torch
+
+from progsynth.models.linear import dln_module
+from progsynth.slt.dln import check_dln_llc, dln_loss, dln_problem
+from progsynth.slt.llc import LLCResult, SGLDConfig, default_nbeta, estimate_llc, squared_error
+
+HEADLINE_THREADS = 1
+"""Torch threads for every timed run (module docstring)."""
+
+DLN_CASES: list[tuple[tuple[int, ...], int]] = [
+    ((20, 10, 10, 10, 20), 5),
+    ((10, 5, 10), 2),
+    ((8, 8, 8, 8), 4),
+    ((30, 20, 10, 20, 30), 3),
+    ((12, 6, 12), 0),
+    ((5, 10, 15, 10, 5), 5),
+]
+"""(widths, rank) of the deep linear networks; the first is the reference case (λ = 97)."""
+
+REGULAR = ((15, 10), 10)
+"""One full-rank linear layer: a regular model, λ = d / 2."""
+
+N = 10_000
+COMPARE = {"chains": 8, "burnin": 500, "draws": 1000, "localization": 10.0, "batch_size": 500, "seed": 0}
+"""Settings shared by progsynth and devinterp in the side-by-side run (ε comes from the auto rule)."""
+
+INSTALL = "pip install --no-deps devinterp==1.3.2 'tqdm>=4.65,<5' 'cloudpickle>=3.0,<4'"
+
+
+def require_devinterp() -> None:
+    """Exit with a clear message when devinterp 1.3.2 is not importable."""
+    try:
+        from devinterp.slt.sampler import estimate_learning_coeff_with_summary  # noqa: F401
+    except ImportError as error:
+        sys.exit(f"benchmarks/llc.py needs devinterp 1.3.2 (benchmark-only dependency): {error}.\n"
+                 f"Install it with `make bench`, or: {INSTALL}")
+    version = importlib.metadata.version("devinterp")
+    if version != "1.3.2":
+        print(f"warning: devinterp {version} is installed; the comparison was written for 1.3.2", file=sys.stderr)
+
+
+def dln_case(widths: tuple[int, ...], rank: int) -> dict[str, Any]:
+    """λ̂ with the automatic defaults next to Aoyagi's λ."""
+    check = check_dln_llc(widths, rank, n=N, config=SGLDConfig(progress=False))
+    row = check.to_dict()
+    row["ok"] = abs(check.rel_error) <= 0.10
+    return row
+
+
+def progsynth_run(epsilon: float, draws: int, burnin: int, chains: int) -> tuple[LLCResult, float]:
+    """progsynth on the comparison network at fixed ε; (result, seconds)."""
+    params, data = dln_problem(*DLN_CASES[0], n=N)
+    config = SGLDConfig(epsilon=epsilon, nbeta=default_nbeta(N), localization=COMPARE["localization"],
+                        num_chains=chains, num_draws=draws, num_burnin=burnin, batch_size=COMPARE["batch_size"],
+                        seed=COMPARE["seed"], progress=False)
+    start = time.perf_counter()
+    result = estimate_llc(dln_loss, params, data, config)
+    return result, time.perf_counter() - start
+
+
+def devinterp_run(epsilon: float, init_loss: float, draws: int, burnin: int, chains: int) -> tuple[dict[str, Any], float]:
+    """devinterp 1.3.2 on the same network and data, same settings; (its results, seconds)."""
+    from devinterp.optim.sgld import SGLD
+    from devinterp.slt.sampler import estimate_learning_coeff_with_summary
+    from torch.utils.data import DataLoader, TensorDataset
+
+    params, (x, y) = dln_problem(*DLN_CASES[0], n=N)
+    loader = DataLoader(TensorDataset(x, y), batch_size=COMPARE["batch_size"], shuffle=True)
+
+    def evaluate(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict]:
+        inputs, targets = batch
+        return squared_error(model(inputs), targets), {}
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation and "nbeta passed in" notices
+        out = estimate_learning_coeff_with_summary(
+            model=dln_module(params), loader=loader, evaluate=evaluate, sampling_method=SGLD,
+            optimizer_kwargs={"lr": epsilon, "nbeta": default_nbeta(N), "localization": COMPARE["localization"]},
+            num_chains=chains, num_draws=draws, num_burnin_steps=burnin, init_loss=init_loss,
+            seed=COMPARE["seed"], cores=1, verbose=False, online=False,
+        )
+    return out, time.perf_counter() - start
+
+
+def compare(epsilon: float) -> dict[str, Any]:
+    """The side-by-side run (module docstring), after a short warm-up of each."""
+    c = COMPARE
+    warm, _ = progsynth_run(epsilon, 20, 10, 2)
+    devinterp_run(epsilon, warm.init_loss, 20, 10, 2)
+    ours, ours_s = progsynth_run(epsilon, c["draws"], c["burnin"], c["chains"])
+    theirs, theirs_s = devinterp_run(epsilon, ours.init_loss, c["draws"], c["burnin"], c["chains"])
+    theirs_se = theirs["llc/std"] / math.sqrt(c["chains"])
+    z = abs(ours.llc_mean - theirs["llc/mean"]) / math.hypot(ours.llc_stderr, theirs_se)
+    return {
+        "widths": list(DLN_CASES[0][0]), "rank": DLN_CASES[0][1], "epsilon": epsilon, "nbeta": ours.nbeta,
+        **{k: v for k, v in c.items()}, "init_loss": ours.init_loss,
+        "progsynth_llc": ours.llc_mean, "progsynth_se": ours.llc_stderr, "progsynth_s": ours_s,
+        "devinterp_llc": theirs["llc/mean"], "devinterp_se": theirs_se, "devinterp_s": theirs_s,
+        "z": z, "agree": z <= 2.0, "speedup": theirs_s / ours_s,
+    }
+
+
+def thread_timing(epsilon: float) -> dict[str, float]:
+    """Seconds for a short progsynth run (8 chains, 300 steps) at 1 and 2 threads."""
+    seconds = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        seconds[f"{threads}_thread"] = progsynth_run(epsilon, 200, 100, COMPARE["chains"])[1]
+    torch.set_num_threads(HEADLINE_THREADS)
+    return seconds
+
+
+def main() -> None:
+    require_devinterp()
+    torch.set_num_threads(HEADLINE_THREADS)
+    start = time.perf_counter()
+    rows = [dln_case(widths, rank) for widths, rank in DLN_CASES]
+    regular = dln_case(*REGULAR)
+    regular["d_over_2"] = regular["num_params"] / 2
+    regular["rel_error"] = (regular["llc_mean"] - regular["d_over_2"]) / regular["d_over_2"]
+    side = compare(rows[0]["epsilon"])
+    threads = thread_timing(rows[0]["epsilon"])
+
+    print(f"LLC estimator, automatic defaults (SGLDConfig()), n = {N}, torch threads = {HEADLINE_THREADS}")
+    print(f"{'model':<22} {'rank':>4} {'d':>5} {'λ exact':>8} {'λ̂':>8} {'se':>6} {'rel err':>8} "
+          f"{'ε':>9} {'accept':>6} {'s':>6}")
+    for row in rows + [regular]:
+        name = "regular " + "x".join(map(str, row["widths"])) if row is regular else ",".join(map(str, row["widths"]))
+        print(f"{name:<22} {row['rank']:>4} {row['num_params']:>5} {row['lambda']:>8g} {row['llc_mean']:>8.2f} "
+              f"{row['llc_stderr']:>6.2f} {row['rel_error']:>+8.1%} {row['epsilon']:>9.3g} {row['acceptance']:>6.2f} "
+              f"{row['seconds']:>6.1f}" + ("" if row["ok"] else "   > 10 %") + "".join(f"\n    warning: {w}" for w in row["warnings"]))
+    print(f"\nside by side on {side['widths']} rank {side['rank']} (λ = {rows[0]['lambda']:g}): ε {side['epsilon']:.3g}, "
+          f"nβ {side['nbeta']:.1f}, γ {side['localization']:g}, {side['chains']} chains, {side['burnin']} burn-in, "
+          f"{side['draws']} draws, batch {side['batch_size']}")
+    print(f"  progsynth  λ̂ = {side['progsynth_llc']:.2f} ± {side['progsynth_se']:.2f}   {side['progsynth_s']:.2f} s")
+    print(f"  devinterp  λ̂ = {side['devinterp_llc']:.2f} ± {side['devinterp_se']:.2f}   {side['devinterp_s']:.2f} s")
+    print(f"  difference / combined se = {side['z']:.2f} ({'agree' if side['agree'] else 'DISAGREE'} at 2 se); "
+          f"speedup {side['speedup']:.1f}x")
+    print(f"progsynth at 1 / 2 threads (8 chains, 300 steps): {threads['1_thread']:.2f} s / {threads['2_thread']:.2f} s; "
+          f"headline uses {HEADLINE_THREADS}")
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+    print(json.dumps({
+        "dln_max_rel_error": max(abs(r["rel_error"]) for r in rows),
+        "regular_rel_error": abs(regular["rel_error"]),
+        "devinterp_agree": side["agree"],
+        "devinterp_z": side["z"],
+        "llc_speedup": side["speedup"],
+        "threads": HEADLINE_THREADS,
+        "thread_seconds": threads,
+        "dln": rows,
+        "regular": regular,
+        "devinterp": side,
+        "seconds": time.perf_counter() - start,
+    }, default=float))
+
+
+if __name__ == "__main__":
+    main()
