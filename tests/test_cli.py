@@ -11,7 +11,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from progsynth.cli import app
-from progsynth.demo import DemoProgress, run_demo
+from progsynth.demo import DEMO_LLC_CHECKPOINTS, DemoProgress, log_spaced, run_demo
 from progsynth.runs.store import RunStore
 from tests.conftest import GROKS
 
@@ -77,8 +77,10 @@ def test_an_interrupted_demo_continues_where_it_stopped(tmp_path: Path) -> None:
     summary = result.to_dict()
     assert summary["generalised"] is not None and summary["program_accuracy"] == 1.0
     assert result.report.path == out / "report.html" and result.report.path.stat().st_size > 10_000
-    again = run_demo(out, llc=False)  # a finished demo trains nothing and measures nothing new
+    again = run_demo(out)  # a finished demo trains nothing more; this time it adds the LLC
     assert again.trained.steps == GROKS.epochs and again.seconds["train"] < 5
+    steps = log_spaced(RunStore.open(out).checkpoint_steps(), DEMO_LLC_CHECKPOINTS)
+    assert list(again.report.summary.llc["step"]) == steps and "llc" in again.report.figures
 
 
 def test_demo_command_json_is_the_last_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

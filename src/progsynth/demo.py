@@ -5,7 +5,7 @@ One call takes a run directory from nothing to ``report.html``:
 1. train the ``quick`` preset into it (or resume it if an earlier demo was interrupted; a finished
    run is not retrained);
 2. ``interp``: progress measures at every checkpoint and the program extracted from the last one;
-3. ``slt``: the local learning coefficient at a spread of checkpoints;
+3. ``slt``: the local learning coefficient at eight log-spaced checkpoints (``DEMO_LLC``);
 4. ``report``: the self-contained HTML page, whose one-screen summary the CLI prints.
 
 Every step only adds what is missing, so running the demo again is cheap and an interrupted demo
@@ -26,7 +26,29 @@ from progsynth.report.html import Report, write_report
 from progsynth.runs.config import RunConfig, preset
 from progsynth.runs.store import CONFIG
 from progsynth.runs.train import ProgressFn as TrainProgress
+from progsynth.runs.store import RunStore
 from progsynth.runs.train import TrainResult, resume, train
+from progsynth.slt.llc import SGLDConfig
+from progsynth.slt.run_llc import estimate_run_llc
+
+DEMO_LLC = SGLDConfig(epsilon=2e-5, num_chains=4, num_burnin=100, num_draws=200, batch_size=256)
+"""The demo's LLC settings: short chains, so that eight checkpoints take about a minute on 2 cores,
+and one fixed ε for every checkpoint so that the curve compares like with like. ε = 2e-5 is what
+``epsilon="auto"`` picks on the quick preset's checkpoints (2.1e-5 at the end of memorisation)."""
+DEMO_LLC_CHECKPOINTS = 8
+"""How many log-spaced checkpoints the demo estimates λ̂ at."""
+
+
+def log_spaced(steps: list[int], count: int) -> list[int]:
+    """About ``count`` of ``steps``: step 0 and those nearest to ``count − 1`` points spaced evenly on
+    a log axis from 1 % of the last step to the last (duplicates dropped)."""
+    if len(steps) <= count:
+        return list(steps)
+    last = steps[-1]
+    first = max(1.0, last / 100)
+    targets = [0.0] + [first * (last / first) ** (i / (count - 2)) for i in range(count - 1)]
+    return sorted({min(steps, key=lambda s: abs(s - t)) for t in targets})
+
 
 @dataclass
 class DemoProgress:
@@ -84,10 +106,9 @@ def run_demo(out: str | Path, config: RunConfig | None = None, llc: bool = True,
     seconds["measure"] = time.monotonic() - started
 
     if llc:
-        from progsynth.slt.run_llc import estimate_run_llc
-
         started = stage("llc")
-        estimate_run_llc(out, progress=progress.llc)
+        steps = log_spaced(RunStore.open(out).checkpoint_steps(), DEMO_LLC_CHECKPOINTS)
+        estimate_run_llc(out, steps, DEMO_LLC, progress=progress.llc)
         seconds["llc"] = time.monotonic() - started
 
     started = stage("report")
