@@ -240,6 +240,11 @@ class RunSummary:
                          + f"; {e.description_bits} bits vs {e.lookup_table_bits:.0f} for a lookup table")
             lines += ["  " + line for line in e.program.text().splitlines()]
             lines.append(e.verdict)
+        if not self.llc.empty:
+            peak = self.llc.loc[self.llc["llc"].idxmax()]
+            lines.append("local learning coefficient λ̂: " + ", ".join(
+                f"{int(r.step)}: {r.llc:.3g}" for r in self.llc.itertuples())
+                + f" (peak {peak['llc']:.3g} at step {int(peak['step'])})")
         for m in self.missing:
             lines.append(f"missing: {m.what}: {m.reason}" + (f" (run: {m.command})" if m.command else ""))
         return "\n".join(lines)
