@@ -7,10 +7,12 @@ stack trace).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-import sys
 from typing import Any
 
 import typer
@@ -66,6 +68,28 @@ def main() -> None:
     except ProgsynthError as error:  # pragma: no cover - typer normally handles this in commands
         Console(stderr=True).print(f"[bold red]error:[/] {error}")
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _checkpoint_bar(label: str, as_json: bool) -> Iterator[Callable[..., None] | None]:
+    """A transient rich bar "label ━━ done/total checkpoints step S" for the body of the ``with``;
+    yields its callback ``update(done, total, step=None)``, or None with --json. The bar stops
+    however the body ends (error or Ctrl-C included)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if as_json:
+        yield None
+        return
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
+                   TextColumn("{task.fields[step]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=console, transient=True)
+    task = bar.add_task(label, total=None, step="")
+
+    def update(done: int, total: int, step: int | None = None) -> None:
+        bar.update(task, completed=done, total=total, step="" if step is None else f"step {step}")
+
+    with bar:
+        yield update
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -264,33 +288,17 @@ def analyze(
     import math
 
     from rich.markup import escape
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from progsynth.interp.extract import extract_checkpoint
     from progsynth.interp.measures import measure_run
     from progsynth.runs.store import MEASURES
 
-    bar = None if as_json else Progress(
-        TextColumn("[bold]measure"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
-        TextColumn("step {task.fields[step]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True)
     try:
         chosen = extract_checkpoint(run, checkpoint) if checkpoint is not None else None
-        if bar:
-            bar.start()
-            task = bar.add_task("measure", total=None, step="-")
-
-        def update(done: int, total: int, step: int) -> None:
-            bar.update(task, completed=done, total=total, step=step)
-
-        measured = measure_run(run, progress=update if bar else None)
+        with _checkpoint_bar("measure", as_json) as update:
+            measured = measure_run(run, progress=update)
     except ProgsynthError as error:
-        if bar:
-            bar.stop()
         fail(error)
-    finally:
-        if bar:
-            bar.stop()
     extraction = chosen or measured.final
     final_row = measured.table.iloc[-1].to_dict() if not measured.table.empty else None
     measures = {"file": str(Path(run) / MEASURES), "checkpoints": int(len(measured.table)),
@@ -321,29 +329,14 @@ def report(
     Example: progsynth report runs/quick-seed0 --png
     """
     from rich.markup import escape
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from progsynth.report.html import write_report
 
-    bar = None if as_json else Progress(
-        TextColumn("[bold]report"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
-        TimeElapsedColumn(), console=console, transient=True)
     try:
-        if bar:
-            bar.start()
-            task = bar.add_task("report", total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        written = write_report(run, png=png, progress=update if bar else None)
+        with _checkpoint_bar("report", as_json) as update:
+            written = write_report(run, png=png, progress=update)
     except ProgsynthError as error:
-        if bar:
-            bar.stop()
         fail(error)
-    finally:
-        if bar:
-            bar.stop()
     text = escape(written.summary.text()) + f"\nreport: {written.path}"
     if written.png:
         text += "\nfigures: " + ", ".join(str(p) for p in written.png)
@@ -466,34 +459,17 @@ def llc(
     Example: progsynth llc runs/quick-seed0 --checkpoints 0,500,2000 --draws 500
     """
     from rich.markup import escape
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from progsynth.runs.store import MEASURES, RunStore
     from progsynth.slt.run_llc import estimate_run_llc, parse_steps, settings_of
 
-    bar = None if as_json else Progress(
-        TextColumn("[bold]llc"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
-        TextColumn("step {task.fields[step]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True)
     try:
         config = _sgld_config(chains, draws, burnin, epsilon, localization, batch_size, seed)
-        store = RunStore.open(run)
-        steps = parse_steps(checkpoints, store.checkpoint_steps())
-        if bar:
-            bar.start()
-            task = bar.add_task("llc", total=None, step="-")
-
-        def update(done: int, total: int, step: int) -> None:
-            bar.update(task, completed=done, total=total, step=step)
-
-        result = estimate_run_llc(run, steps, config, progress=update if bar else None)
+        steps = parse_steps(checkpoints, RunStore.open(run).checkpoint_steps())
+        with _checkpoint_bar("llc", as_json) as update:
+            result = estimate_run_llc(run, steps, config, progress=update)
     except ProgsynthError as error:
-        if bar:
-            bar.stop()
         fail(error)
-    finally:
-        if bar:
-            bar.stop()
     columns = ["step", "llc", "llc_stderr", "llc_std", "epsilon", "nbeta", "localization", "init_loss",
                "acceptance", "diverged_chains", "warnings"]
     rows = [{k: row[k] for k in columns} for row in result.table.to_dict("records")]
