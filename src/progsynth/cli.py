@@ -422,12 +422,17 @@ def _sgld_config(chains: int | None, draws: int | None, burnin: int | None, epsi
     return config
 
 
-_CHAINS_HELP = "Chains, run together (default 8, SGLDConfig.num_chains)."
-_DRAWS_HELP = "Draws per chain after burn-in (default 2000, SGLDConfig.num_draws)."
-_BURNIN_HELP = "Burn-in steps per chain (default 1000, SGLDConfig.num_burnin)."
-_EPSILON_HELP = "SGLD step size, or 'auto' (default): a short sweep picks it (see progsynth.slt.llc)."
-_GAMMA_HELP = "Localization γ, the pull back to the checkpoint (default 10, SGLDConfig.localization)."
-_BATCH_HELP = "Minibatch size (default 500, SGLDConfig.batch_size; the whole set when it is smaller)."
+# The sampler options llc and llc-dln share (typer reads an Option's settings; one object serves both).
+_CHAINS = typer.Option(None, "--chains", help="Chains, run together (default 8, SGLDConfig.num_chains).")
+_DRAWS = typer.Option(None, "--draws", help="Draws per chain after burn-in (default 2000, SGLDConfig.num_draws).")
+_BURNIN = typer.Option(None, "--burnin", help="Burn-in steps per chain (default 1000, SGLDConfig.num_burnin).")
+_EPSILON = typer.Option(None, "--epsilon", help="SGLD step size, or 'auto' (default): a short sweep picks it "
+                                                "(see progsynth.slt.llc).")
+_GAMMA = typer.Option(None, "--gamma", help="Localization γ, the pull back to the checkpoint (default 10, "
+                                            "SGLDConfig.localization).")
+_BATCH = typer.Option(None, "--batch-size", help="Minibatch size (default 500, SGLDConfig.batch_size; the whole "
+                                                 "set when it is smaller).")
+_SEED = typer.Option(None, "--seed", help="Sampler seed (default 0).")
 
 
 def _llc_text(row: dict[str, Any]) -> str:
@@ -441,13 +446,8 @@ def _llc_text(row: dict[str, Any]) -> str:
 def llc(
     run: str = typer.Argument(..., help="Run directory."),
     checkpoints: str = typer.Option("all", "--checkpoints", help="'all' or a comma list of checkpoint steps."),
-    chains: int = typer.Option(None, "--chains", help=_CHAINS_HELP),
-    draws: int = typer.Option(None, "--draws", help=_DRAWS_HELP),
-    burnin: int = typer.Option(None, "--burnin", help=_BURNIN_HELP),
-    epsilon: str = typer.Option(None, "--epsilon", help=_EPSILON_HELP),
-    localization: float = typer.Option(None, "--gamma", help=_GAMMA_HELP),
-    batch_size: int = typer.Option(None, "--batch-size", help=_BATCH_HELP),
-    seed: int = typer.Option(None, "--seed", help="Sampler seed (default 0)."),
+    chains: int = _CHAINS, draws: int = _DRAWS, burnin: int = _BURNIN, epsilon: str = _EPSILON,
+    localization: float = _GAMMA, batch_size: int = _BATCH, seed: int = _SEED,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Estimate the local learning coefficient λ̂ at a run's checkpoints by SGLD.
@@ -486,13 +486,8 @@ def llc_dln(
     rank: int = typer.Option(5, "--rank", help="Rank of the true product W_L ... W_1."),
     n: int = typer.Option(10_000, "--n", help="Number of samples."),
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of the true network and the data."),
-    chains: int = typer.Option(None, "--chains", help=_CHAINS_HELP),
-    draws: int = typer.Option(None, "--draws", help=_DRAWS_HELP),
-    burnin: int = typer.Option(None, "--burnin", help=_BURNIN_HELP),
-    epsilon: str = typer.Option(None, "--epsilon", help=_EPSILON_HELP),
-    localization: float = typer.Option(None, "--gamma", help=_GAMMA_HELP),
-    batch_size: int = typer.Option(None, "--batch-size", help=_BATCH_HELP),
-    seed: int = typer.Option(None, "--seed", help="Sampler seed (default 0)."),
+    chains: int = _CHAINS, draws: int = _DRAWS, burnin: int = _BURNIN, epsilon: str = _EPSILON,
+    localization: float = _GAMMA, batch_size: int = _BATCH, seed: int = _SEED,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Check the LLC estimator on a deep linear network against Aoyagi's exact λ.
