@@ -24,9 +24,8 @@ from typing import Any
 from progsynth.interp.measures import measure_run
 from progsynth.report.html import Report, write_report
 from progsynth.runs.config import RunConfig, preset
-from progsynth.runs.store import CONFIG
+from progsynth.runs.store import CONFIG, RunStore
 from progsynth.runs.train import ProgressFn as TrainProgress
-from progsynth.runs.store import RunStore
 from progsynth.runs.train import TrainResult, resume, train
 from progsynth.slt.llc import SGLDConfig
 from progsynth.slt.run_llc import estimate_run_llc
