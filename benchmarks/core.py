@@ -4,7 +4,8 @@
   over ms per step of a plain nn.Module + torch.optim.Adam loop, timed in interleaved rounds;
   the median of the per-round ratios, at 1 thread (target ≤ 1.10).
 - ``packed_speedup``: bit-packed evaluation of a ≥1,000-gate Boolean circuit against the same
-  circuit on unpacked numpy booleans (target ≥ 20×).
+  circuit on unpacked numpy booleans (target ≥ 20×), with the default backend
+  (``packed_backend``: the compiled kernel where it was built); ``by_backend`` has both.
 
 Prints a table, then one JSON object as the last line.
 """
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from progsynth.core.boolean import Circuit, pack, unpack
+from progsynth.core.boolean import PACKED_BACKEND, Circuit, pack, unpack
 
 # Threads at which ``lens_over_torch`` is reported. The benchmark machine has 2 cores shared with
 # other jobs: at 2 threads both loops contend with the neighbours for every matmul and the ratio
@@ -149,10 +150,14 @@ def bench_packed_eval(examples: int = 1 << 20, rounds: int = 9, seed: int = 0) -
     ``Circuit.get`` on bit-packed words (64 examples per word, rows recycled, cache-sized blocks)
     against the same gates evaluated one by one with numpy's logical ufuncs on (wires, examples)
     bool arrays, written in place into one array that is allocated, page-faulted in and loaded
-    with the inputs outside the timing. Both give the same outputs (checked first).
+    with the inputs outside the timing. All give the same outputs (checked first).
 
-    Returns {"packed_ms", "unpacked_ms", "gates", "examples", "packed_speedup"}: median ms of each
-    over interleaved rounds, and the median of the per-round ratios unpacked/packed.
+    ``Circuit.get`` is timed with each backend this install has: "compiled" (the C kernel) and
+    "numpy" (one numpy call per gate and block, the fallback where no compiler was found).
+
+    Returns {"packed_ms", "unpacked_ms", "gates", "examples", "packed_speedup", "packed_backend"}
+    for the default backend (median ms of each over interleaved rounds, and the median of the
+    per-round ratios unpacked/packed), and "by_backend" with the same figures per backend.
     """
     circuit = _random_layered_circuit(seed=seed)
     bits = np.random.default_rng(seed + 1).random((examples, circuit.n_inputs)) < 0.5
@@ -168,25 +173,34 @@ def bench_packed_eval(examples: int = 1 << 20, rounds: int = 9, seed: int = 0) -
             ufunc(*ins, out=out)
         return values[list(circuit.outputs)]
 
-    if not np.array_equal(unpack(circuit.get(theta, words)), unpacked().T):
-        raise AssertionError("packed and unpacked evaluation of the benchmark circuit disagree")
-    timed = _time_interleaved(lambda: circuit.get(theta, words), unpacked, warmup=1, rounds=rounds, inner=1)
+    by_backend = {}
+    for backend in ("compiled", "numpy") if PACKED_BACKEND == "compiled" else ("numpy",):
+        circuit.backend = backend
+        if not np.array_equal(unpack(circuit.get(theta, words)), unpacked().T):
+            raise AssertionError(f"packed ({backend}) and unpacked evaluation of the benchmark circuit disagree")
+        timed = _time_interleaved(lambda: circuit.get(theta, words), unpacked, warmup=1, rounds=rounds, inner=1)
+        by_backend[backend] = {
+            "packed_ms": timed["lens_ms"],
+            "unpacked_ms": timed["torch_ms"],
+            "packed_speedup": 1.0 / timed["lens_over_torch"],
+        }
     return {
-        "packed_ms": timed["lens_ms"],
-        "unpacked_ms": timed["torch_ms"],
+        **by_backend[PACKED_BACKEND],
+        "packed_backend": PACKED_BACKEND,
         "gates": len(circuit.gates),
         "examples": examples,
-        "packed_speedup": 1.0 / timed["lens_over_torch"],
+        "by_backend": by_backend,
     }
 
 
 def main() -> None:
     step, packed = bench_lens_step(), bench_packed_eval()
-    print(f"{'benchmark':<44}{'progsynth':>12}{'reference':>12}{'ratio':>10}")
-    print(f"{'MLP 784-256-10 Adam step, batch 256 (ms)':<44}{step['lens_ms']:>12.3f}{step['torch_ms']:>12.3f}"
+    print(f"{'benchmark':<52}{'progsynth':>12}{'reference':>12}{'ratio':>10}")
+    print(f"{'MLP 784-256-10 Adam step, batch 256 (ms)':<52}{step['lens_ms']:>12.3f}{step['torch_ms']:>12.3f}"
           f"{step['lens_over_torch']:>10.3f}")
-    print(f"{'packed circuit eval vs numpy bool (ms)':<44}{packed['packed_ms']:>12.3f}{packed['unpacked_ms']:>12.3f}"
-          f"{packed['packed_speedup']:>10.1f}")
+    for backend, figures in packed["by_backend"].items():
+        label = f"packed circuit eval ({backend}) vs numpy bool (ms)"
+        print(f"{label:<52}{figures['packed_ms']:>12.3f}{figures['unpacked_ms']:>12.3f}{figures['packed_speedup']:>10.1f}")
     print(json.dumps({**step, **packed}))
 
 

@@ -31,14 +31,17 @@ case (compositional R = d, the true derivative of the constant 0 is 0).
 
 Speed. ``Circuit.forward`` keeps every wire (the backward pass needs them). ``Circuit.get``, for
 evaluation only, recycles a wire's row once it is read for the last time and runs the gates over
-cache-sized blocks of words, one numpy call per gate and block with no temporaries; on a random
-1,088-gate circuit over 2^20 examples that is 15–26× faster than the same gates on numpy
-bools (``benchmarks/core.py``; the machine is shared, so the figure moves with its load).
+blocks of words small enough to stay in cache. Both hand the whole gate schedule to a compiled
+kernel (``_packed.c``, built at install; AVX2 where the CPU has it) in one call; where it could not
+be built, the same schedule runs as one numpy call per gate and block (``PACKED_BACKEND`` says
+which). On a random 1,088-gate circuit over 2^20 examples the kernel is about 35× faster than the
+same gates on numpy bools, the numpy fallback about 15× (``benchmarks/core.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -46,8 +49,14 @@ import numpy as np
 from progsynth.core.lens import Bits, Lens, Para, _SequentialLens
 from progsynth.errors import ConfigError, LensTypeError
 
+try:  # the optional compiled kernel (setup.py builds it where a C compiler is found)
+    from progsynth.core import _packed as _kernel
+except ImportError:  # pragma: no cover - depends on the machine's compiler
+    _kernel = None
+
 __all__ = [
     "WORD_BITS",
+    "PACKED_BACKEND",
     "Packed",
     "pack",
     "unpack",
@@ -69,6 +78,14 @@ __all__ = [
 ]
 
 WORD_BITS = 64
+#: How circuits are evaluated by default: "compiled" (the C kernel imported) or "numpy".
+PACKED_BACKEND = "compiled" if _kernel is not None else "numpy"
+_BACKENDS = ("compiled", "numpy")
+#: Scratch bytes per block of words in ``Circuit.get``, by backend. The compiled kernel wants the
+#: block in the core's own caches (128 KiB: 5.5 ms on the benchmark circuit against 8 ms at
+#: 512 KiB); numpy pays ~1 µs per call, so it takes blocks as large as a shared last-level cache
+#: (32 MiB here) allows.
+DEFAULT_BLOCK_BYTES = {"compiled": 128 << 10, "numpy": 4 << 20}
 _ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
 
@@ -175,6 +192,7 @@ class GateOp:
     derivative ``reverse(*inputs, d) -> input changes`` (REFERENCE §2)."""
 
     name: str
+    code: int  # the op number in the compiled kernel's tape (_packed.c)
     arity: int
     ufunc: np.ufunc | None  # evaluated as ufunc(*inputs, out); None for a constant
     constant: np.uint64 | None  # the word a constant fills its output with
@@ -189,12 +207,12 @@ class GateOp:
 
 
 GATES: dict[str, GateOp] = {
-    "xor": GateOp("xor", 2, np.bitwise_xor, None, lambda a, b, d: (d, d)),
-    "and": GateOp("and", 2, np.bitwise_and, None, lambda a, b, d: (b & d, a & d)),
-    "or": GateOp("or", 2, np.bitwise_or, None, lambda a, b, d: (d & ~b, d & ~a)),
-    "not": GateOp("not", 1, np.invert, None, lambda a, d: (d,)),
-    "zero": GateOp("zero", 0, None, np.uint64(0), lambda d: ()),
-    "one": GateOp("one", 0, None, _ALL_ONES, lambda d: ()),
+    "xor": GateOp("xor", 0, 2, np.bitwise_xor, None, lambda a, b, d: (d, d)),
+    "and": GateOp("and", 1, 2, np.bitwise_and, None, lambda a, b, d: (b & d, a & d)),
+    "or": GateOp("or", 2, 2, np.bitwise_or, None, lambda a, b, d: (d & ~b, d & ~a)),
+    "not": GateOp("not", 3, 1, np.invert, None, lambda a, d: (d,)),
+    "zero": GateOp("zero", 4, 0, None, np.uint64(0), lambda d: ()),
+    "one": GateOp("one", 5, 0, None, _ALL_ONES, lambda d: ()),
 }
 
 
@@ -402,9 +420,21 @@ class _Schedule:
         return _Schedule(n_slots, tuple(steps), tuple(slot[w] for w in circuit.outputs))
 
     def bind(self, rows: np.ndarray) -> list[tuple[Callable, tuple]]:
-        """The steps as ``(f, args)`` calls on the rows of ``rows``."""
+        """The steps as ``(f, args)`` calls on the rows of ``rows`` (the numpy backend)."""
         views = list(rows)
         return [op.bind(views[out], [views[i] for i in ins]) for op, ins, out in self.steps]
+
+    @cached_property
+    def tape(self) -> np.ndarray:
+        """The steps for the compiled kernel: int32 rows (op code, input a, input b, output row).
+        A gate with fewer than two inputs repeats a row it may read (its output row for a
+        constant), since the kernel checks every row index."""
+        tape = [(op.code, *(ins + (out, out))[:2], out) for op, ins, out in self.steps]
+        return np.array(tape, dtype=np.int32).reshape(len(tape), 4)
+
+    @cached_property
+    def output_rows(self) -> np.ndarray:
+        return np.array(self.outputs, dtype=np.int32)
 
 
 class Circuit(Para):
@@ -418,11 +448,12 @@ class Circuit(Para):
     Parameters are a numpy bool array of shape (n_params,), broadcast to every example.
     ``forward`` keeps every wire for ``backward``; ``get`` (evaluation only) recycles rows and
     evaluates in cache-sized blocks of words, which is what makes bit-packed evaluation fast.
+    ``backend`` ("compiled" or "numpy", default ``PACKED_BACKEND``) picks who runs the gates.
     """
 
-    #: bytes of scratch rows ``get`` keeps per block of words: small enough to stay in a shared
-    #: last-level cache (32 MiB here), large enough that numpy's per-call cost (~1 µs) is amortised
-    block_bytes: int = 4 << 20
+    #: bytes of scratch rows ``get`` keeps per block of words; None: the backend's default
+    #: (``DEFAULT_BLOCK_BYTES``)
+    block_bytes: int | None = None
 
     def __init__(
         self,
@@ -452,7 +483,9 @@ class Circuit(Para):
             raise ConfigError(f"{name}: output wires {list(self.outputs)} must lie in [0, {self.n_wires})")
         self.dom, self.cod = Bits(self.n_inputs), Bits(len(self.outputs))
         self._keep_all, self._reuse = _Schedule.keep_all(self), _Schedule.reuse(self)
-        self._scratch: tuple[np.ndarray, list] | None = None  # get's rows and bound gates
+        self.backend = PACKED_BACKEND
+        self._scratch: np.ndarray | None = None  # get's rows, kept between calls
+        self._bound: tuple[np.ndarray, list] | None = None  # rows and the numpy calls bound to them
 
     @property
     def n_wires(self) -> int:
@@ -473,19 +506,18 @@ class Circuit(Para):
     def forward(self, params: Any, a: Any) -> tuple[Packed, Any]:
         theta, (words, n) = self._check_theta(params), _check_words(self.name, a, self.n_inputs, "input")
         values = np.empty((self.n_wires, words.shape[1]), dtype=np.uint64)
-        out = self._evaluate(self._keep_all, values, self._keep_all.bind(values), theta, words, n)
-        return out, (values, n)
+        return self._evaluate(self._keep_all, values, theta, words, n), (values, n)
 
     def get(self, params: Any, a: Any) -> Packed:
         """Evaluation only: rows recycled, blocks of words sized by ``block_bytes``. The scratch
-        rows and the gates bound to them are kept between calls (so ``get`` is not re-entrant)."""
+        rows are kept between calls (so ``get`` is not re-entrant)."""
         theta, (words, n) = self._check_theta(params), _check_words(self.name, a, self.n_inputs, "input")
-        n_blocks = -(-words.shape[1] // max(1, self.block_bytes // (8 * self._reuse.n_slots)))
+        n_blocks = -(-words.shape[1] // max(1, self._block_bytes() // (8 * self._reuse.n_slots)))
         block = -(-words.shape[1] // max(1, n_blocks))  # equal blocks: no idle tail at full width
-        if self._scratch is None or self._scratch[0].shape[1] != block:
-            rows = np.empty((self._reuse.n_slots, block), dtype=np.uint64)
-            self._scratch = (rows, self._reuse.bind(rows))
-        return self._evaluate(self._reuse, *self._scratch, theta, words, n)
+        block = -(-block // 8) * 8  # whole 64-byte cache lines: rows stay aligned for the kernel
+        if self._scratch is None or self._scratch.shape[1] != block:
+            self._scratch = np.empty((self._reuse.n_slots, block), dtype=np.uint64)
+        return self._evaluate(self._reuse, self._scratch, theta, words, n)
 
     def backward(self, residual: Any, db: Any, need_input_grad: bool = True) -> tuple[np.ndarray, Packed | None]:
         """(θ', x'): θ' is, per parameter bit, the parity over the batch of its per-example
@@ -509,20 +541,41 @@ class Circuit(Para):
             )
         return theta
 
-    def _evaluate(
-        self, schedule: _Schedule, rows: np.ndarray, bound: list, theta: np.ndarray, words: np.ndarray, n: int
-    ) -> Packed:
-        """Run ``schedule``, bound to the scratch ``rows`` (slots × block words), over successive
-        blocks of ``words``. A last, partial block runs at full width: its extra columns hold stale
+    def _block_bytes(self) -> int:
+        if self.backend not in _BACKENDS:
+            raise ConfigError(f"{self.name}: unknown backend {self.backend!r}; expected one of {list(_BACKENDS)}")
+        if self.backend == "compiled" and _kernel is None:
+            raise ConfigError(
+                f"{self.name}: backend 'compiled' needs the C kernel progsynth.core._packed, which was not "
+                "built (no C compiler at install?); reinstall with gcc available, or use backend 'numpy'"
+            )
+        return DEFAULT_BLOCK_BYTES[self.backend] if self.block_bytes is None else self.block_bytes
+
+    def _evaluate(self, schedule: _Schedule, rows: np.ndarray, theta: np.ndarray, words: np.ndarray, n: int) -> Packed:
+        """Run ``schedule`` on the scratch ``rows`` (slots × block words) over successive blocks of
+        ``words``: inputs and θ are copied into their rows, the gates run, the output rows are
+        copied out. Numpy runs a last, partial block at full width: its extra columns hold stale
         words that are never copied out."""
+        self._block_bytes()  # checks the backend
         n_words, block = words.shape[1], rows.shape[1]
-        theta_words = np.where(theta, _ALL_ONES, np.uint64(0))[:, None]
+        theta_words = np.where(theta, _ALL_ONES, np.uint64(0))
         out = np.empty((len(schedule.outputs), n_words), dtype=np.uint64)
+        if self.backend == "compiled":
+            if n_words:
+                _kernel.evaluate(np.ascontiguousarray(words), n_words, theta_words, rows, block,
+                                 schedule.tape, schedule.output_rows, out)
+            return Packed(mask_padding(out, n), n)
+        if self._bound is not None and self._bound[0] is rows:
+            bound = self._bound[1]
+        else:  # binding costs ~1 µs a gate: kept for get's scratch rows, not for forward's one-off ones
+            bound = schedule.bind(rows)
+            if rows is self._scratch:
+                self._bound = (rows, bound)
         outputs = list(schedule.outputs)
         for start in range(0, n_words, max(block, 1)):
             width = min(block, n_words - start)
             rows[: self.n_inputs, :width] = words[:, start : start + width]
-            rows[self.n_inputs : self.n_inputs + self.n_params] = theta_words  # recycled rows are refilled
+            rows[self.n_inputs : self.n_inputs + self.n_params] = theta_words[:, None]  # recycled rows are refilled
             for f, args in bound:
                 f(*args)
             out[:, start : start + width] = rows[outputs, :width]
