@@ -284,7 +284,7 @@ def test_get_with_recycled_rows_in_blocks_equals_forward():
     gates, outputs = random_safe_netlist(rng, 8, 5, 200, 6)
     gates.append(("and", (0, 1)))  # a dead gate: get skips it
     circuit = Circuit(8, 5, gates, outputs)
-    circuit.block_bytes = 8 * circuit._reuse.n_slots * 3  # blocks of 3 words: 11 words leave a tail
+    circuit.block_bytes = 8 * circuit._reuse.n_slots * 3  # blocks of 3 words, rounded up to 8: 11 words leave a tail
     assert circuit._reuse.n_slots < circuit.n_wires
     theta = circuit.init(rng)
     x = pack(rng.random((64 * 10 + 5, 8)) < 0.5)

@@ -65,7 +65,7 @@ def test_compiled_and_numpy_backends_match_plain_bools(kernel, seed):
     for backend in ("compiled", "numpy"):
         circuit = Circuit(n_inputs, n_params, gates, outputs)
         circuit.backend = backend
-        circuit.block_bytes = 8 * circuit._reuse.n_slots * int(rng.integers(1, 9))  # several blocks and a tail
+        circuit.block_bytes = 8 * circuit._reuse.n_slots * int(rng.integers(1, 40))  # blocks of 8-40 words
         theta = circuit.init(np.random.default_rng(seed))
         got = circuit.get(theta, x)
         out, residual = circuit.forward(theta, x)
