@@ -53,30 +53,53 @@ def evaluate_on_bools(gates, outputs, n_inputs: int, theta: np.ndarray, bits: np
     return np.stack([wires[w] for w in outputs], axis=1).reshape(len(bits), len(outputs))
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_compiled_and_numpy_backends_match_plain_bools(kernel, seed):
+@pytest.fixture(params=["compiled", "numpy"])
+def backend(request) -> str:
+    if request.param == "compiled":
+        request.getfixturevalue("kernel")
+    return request.param
+
+
+def run_random_circuit(backend: str, seed: int) -> dict:
+    """A random netlist on a random batch with ``backend``: what get, forward and backward give,
+    and the outputs evaluated on plain bools."""
     rng = np.random.default_rng(seed)
     n_inputs, n_params = int(rng.integers(1, 9)), int(rng.integers(0, 5))
     gates, outputs = random_netlist(rng, n_inputs, n_params, int(rng.integers(1, 300)), int(rng.integers(1, 7)))
     n = int(rng.choice([0, 63, 65, 1000, 64 * 37 + 5, 4096]))  # mostly several blocks, most with a tail
     bits = rng.random((n, n_inputs)) < 0.5
     x, d = pack(bits), pack(rng.random((n, len(outputs))) < 0.5)
-    by_backend = {}
-    for backend in ("compiled", "numpy"):
-        circuit = Circuit(n_inputs, n_params, gates, outputs)
-        circuit.backend = backend
-        circuit.block_bytes = 8 * circuit._reuse.n_slots * int(rng.integers(1, 40))  # blocks of 8-40 words
-        theta = circuit.init(np.random.default_rng(seed))
-        got = circuit.get(theta, x)
-        out, residual = circuit.forward(theta, x)
-        by_backend[backend] = (got, out, residual[0], circuit.backward(residual, d))
-        expected = evaluate_on_bools(gates, outputs, n_inputs, theta, bits)
-        assert got.n == n and np.array_equal(unpack(got), expected), backend
-        assert np.array_equal(unpack(out), expected), backend
-    (got_c, out_c, values_c, (dt_c, dx_c)), (got_n, out_n, values_n, (dt_n, dx_n)) = by_backend.values()
-    # bit for bit, padding included: every wire forward keeps for the backward pass, and its result
-    assert np.array_equal(got_c, got_n) and np.array_equal(out_c, out_n) and np.array_equal(values_c, values_n)
-    assert np.array_equal(dt_c, dt_n) and np.array_equal(dx_c, dx_n)
+    circuit = Circuit(n_inputs, n_params, gates, outputs)
+    circuit.backend = backend
+    circuit.block_bytes = 8 * circuit._reuse.n_slots * int(rng.integers(1, 40))  # blocks of 8-40 words
+    theta = circuit.init(rng)
+    out, residual = circuit.forward(theta, x)
+    return {
+        "get": circuit.get(theta, x),
+        "forward": out,
+        "wires": residual[0],
+        "backward": circuit.backward(residual, d),
+        "expected": evaluate_on_bools(gates, outputs, n_inputs, theta, bits),
+        "n": n,
+    }
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_each_backend_matches_plain_bools(backend, seed):
+    run = run_random_circuit(backend, seed)
+    assert run["get"].n == run["forward"].n == run["n"]
+    assert np.array_equal(unpack(run["get"]), run["expected"])
+    assert np.array_equal(unpack(run["forward"]), run["expected"])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_compiled_and_numpy_backends_agree_bit_for_bit(kernel, seed):
+    compiled, fallback = run_random_circuit("compiled", seed), run_random_circuit("numpy", seed)
+    # padding included: every wire forward keeps for the backward pass, and what backward gives
+    for key in ("get", "forward", "wires"):
+        assert np.array_equal(compiled[key], fallback[key]), key
+    for ours, theirs in zip(compiled["backward"], fallback["backward"]):
+        assert np.array_equal(ours, theirs)
 
 
 def test_the_default_backend_is_the_compiled_one_where_it_was_built(kernel):
