@@ -82,9 +82,9 @@ WORD_BITS = 64
 PACKED_BACKEND = "compiled" if _kernel is not None else "numpy"
 _BACKENDS = ("compiled", "numpy")
 #: Scratch bytes per block of words in ``Circuit.get``, by backend. The compiled kernel wants the
-#: block in the core's own caches (128 KiB: 5.5 ms on the benchmark circuit against 8 ms at
-#: 512 KiB); numpy pays ~1 µs per call, so it takes blocks as large as a shared last-level cache
-#: (32 MiB here) allows.
+#: block in the core's own L2 (1 MiB here): on the benchmark circuit (80 rows) 128 KiB gives
+#: ~200-word blocks and 6.1 ms, against 8.6 ms at 64 words and 9.7 ms at 512. Numpy pays ~1 µs
+#: per call, so it takes blocks as large as a shared last-level cache (32 MiB here) allows.
 DEFAULT_BLOCK_BYTES = {"compiled": 128 << 10, "numpy": 4 << 20}
 _ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
@@ -512,7 +512,8 @@ class Circuit(Para):
         """Evaluation only: rows recycled, blocks of words sized by ``block_bytes``. The scratch
         rows are kept between calls (so ``get`` is not re-entrant)."""
         theta, (words, n) = self._check_theta(params), _check_words(self.name, a, self.n_inputs, "input")
-        n_blocks = -(-words.shape[1] // max(1, self._block_bytes() // (8 * self._reuse.n_slots)))
+        block_bytes = DEFAULT_BLOCK_BYTES[self._backend()] if self.block_bytes is None else self.block_bytes
+        n_blocks = -(-words.shape[1] // max(1, block_bytes // (8 * self._reuse.n_slots)))
         block = -(-words.shape[1] // max(1, n_blocks))  # equal blocks: no idle tail at full width
         block = -(-block // 8) * 8  # whole 64-byte cache lines: rows stay aligned for the kernel
         if self._scratch is None or self._scratch.shape[1] != block:
@@ -541,7 +542,8 @@ class Circuit(Para):
             )
         return theta
 
-    def _block_bytes(self) -> int:
+    def _backend(self) -> str:
+        """``backend``, checked: a known name, and the kernel built if it is "compiled"."""
         if self.backend not in _BACKENDS:
             raise ConfigError(f"{self.name}: unknown backend {self.backend!r}; expected one of {list(_BACKENDS)}")
         if self.backend == "compiled" and _kernel is None:
@@ -549,18 +551,17 @@ class Circuit(Para):
                 f"{self.name}: backend 'compiled' needs the C kernel progsynth.core._packed, which was not "
                 "built (no C compiler at install?); reinstall with gcc available, or use backend 'numpy'"
             )
-        return DEFAULT_BLOCK_BYTES[self.backend] if self.block_bytes is None else self.block_bytes
+        return self.backend
 
     def _evaluate(self, schedule: _Schedule, rows: np.ndarray, theta: np.ndarray, words: np.ndarray, n: int) -> Packed:
         """Run ``schedule`` on the scratch ``rows`` (slots × block words) over successive blocks of
         ``words``: inputs and θ are copied into their rows, the gates run, the output rows are
         copied out. Numpy runs a last, partial block at full width: its extra columns hold stale
         words that are never copied out."""
-        self._block_bytes()  # checks the backend
         n_words, block = words.shape[1], rows.shape[1]
         theta_words = np.where(theta, _ALL_ONES, np.uint64(0))
         out = np.empty((len(schedule.outputs), n_words), dtype=np.uint64)
-        if self.backend == "compiled":
+        if self._backend() == "compiled":
             if n_words:
                 _kernel.evaluate(np.ascontiguousarray(words), n_words, theta_words, rows, block,
                                  schedule.tape, schedule.output_rows, out)
