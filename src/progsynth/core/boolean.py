@@ -83,7 +83,7 @@ PACKED_BACKEND = "compiled" if _kernel is not None else "numpy"
 _BACKENDS = ("compiled", "numpy")
 #: Scratch bytes per block of words in ``Circuit.get``, by backend. The compiled kernel wants the
 #: block in the core's own L2 (1 MiB here): on the benchmark circuit (80 rows) 128 KiB gives
-#: ~200-word blocks and 6.1 ms, against 8.6 ms at 64 words and 9.7 ms at 512. Numpy pays ~1 µs
+#: ~200-word blocks and 6.1 ms, against 7.4–8.6 ms at 64 words and 8.5–9.7 ms at 512. Numpy pays ~1 µs
 #: per call, so it takes blocks as large as a shared last-level cache (32 MiB here) allows.
 DEFAULT_BLOCK_BYTES = {"compiled": 128 << 10, "numpy": 4 << 20}
 _ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
