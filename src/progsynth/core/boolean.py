@@ -434,6 +434,7 @@ class _Schedule:
 
     @cached_property
     def output_rows(self) -> np.ndarray:
+        """``outputs`` as the int32 array the compiled kernel reads."""
         return np.array(self.outputs, dtype=np.int32)
 
 
