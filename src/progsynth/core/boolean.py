@@ -34,7 +34,7 @@ evaluation only, recycles a wire's row once it is read for the last time and run
 blocks of words small enough to stay in cache. Both hand the whole gate schedule to a compiled
 kernel (``_packed.c``, built at install; AVX2 where the CPU has it) in one call; where it could not
 be built, the same schedule runs as one numpy call per gate and block (``PACKED_BACKEND`` says
-which). On a random 1,088-gate circuit over 2^20 examples the kernel is 31–33× faster than the
+which). On a random 1,088-gate circuit over 2^20 examples the kernel is 31–36× faster than the
 same gates on numpy bools, the numpy fallback 16–18× (``benchmarks/core.py``).
 """
 
