@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from progsynth.runs.config import ModelConfig, OptimConfig, RunConfig, TaskConfig
+from progsynth.runs.config import ModelConfig, OptimConfig, RunConfig
+from progsynth.tasks.modular import ModularTask
 from progsynth.runs.train import train
 
 GROKS = RunConfig(
-    task=TaskConfig(p=23, train_fraction=0.5),
+    task=ModularTask(p=23, train_fraction=0.5),
     model=ModelConfig(name="gromov", d_mlp=96),
     optim=OptimConfig(lr=1e-2, weight_decay=5.0),
     loss="mse",

@@ -55,9 +55,16 @@ def emit(result: dict[str, Any], as_json: bool, text: str | None = None) -> None
         console.print(text if text is not None else result)
 
 
+def _print_error(error: ProgsynthError) -> None:
+    """One line on stderr (not wrapped at the terminal width, brackets in the message kept)."""
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(error))}")
+
+
 def fail(error: ProgsynthError) -> None:
     """Report a ProgsynthError as one readable line and exit with code 1."""
-    Console(stderr=True).print(f"[bold red]error:[/] {error}")
+    _print_error(error)
     raise typer.Exit(code=1)
 
 
@@ -66,7 +73,7 @@ def main() -> None:
     try:
         app()
     except ProgsynthError as error:  # pragma: no cover - typer normally handles this in commands
-        Console(stderr=True).print(f"[bold red]error:[/] {error}")
+        _print_error(error)
         sys.exit(1)
 
 
@@ -105,6 +112,8 @@ def _progress_bar(as_json: bool):
     task = bar.add_task("train", total=1, losses="")
 
     def update(step: int, total: int, rows: list[dict]) -> None:
+        if not bar.live.is_started:  # started by the first update, so a run that fails to start shows none
+            bar.start()
         row = rows[0]
         text = (f"train {row['train_loss']:.3g} / test {row['test_loss']:.3g}  "
                 f"acc {row['train_accuracy']:.3f} / {row['test_accuracy']:.3f}")
@@ -113,16 +122,42 @@ def _progress_bar(as_json: bool):
     return bar, update
 
 
+# The task options train and search share (typer reads an Option's settings; one object serves both).
+_TASK = typer.Option(None, "--task", help="Task family: modular (default), parity or boolean.")
+_OP = typer.Option(None, "--op", help="modular: operation on Z_p by name (add, sub, mul, div, x2+y2, ...), an "
+                                      "expression in a and b such as 'a*b + a + b', or 'module:function'.")
+_P = typer.Option(None, "--p", help="modular: the modulus p.")
+_N_BITS = typer.Option(None, "--n-bits", help="parity, boolean: input bits per string.")
+_K = typer.Option(None, "--k", help="parity: relevant bits.")
+_N_SAMPLES = typer.Option(None, "--n-samples", help="parity, boolean: strings drawn at random (default: all 2^n).")
+_FUNCTION = typer.Option(None, "--function", help="boolean: majority, comparator, random-circuit:G, table:BITS, "
+                                                  "circuit:FORMULA or module:function.")
+_TASK_SEED = typer.Option(None, "--task-seed", help="parity, boolean: seed of the relevant bits / random circuit "
+                                                    "and of the sampled strings.")
+_TRAIN_FRACTION = typer.Option(None, "--train-fraction", help="Fraction of the examples to train on.")
+_SPLIT_SEED = typer.Option(None, "--split-seed", help="Seed of the train/test split.")
+
+
+def _task_changes(task: str | None, op: str | None, p: int | None, n_bits: int | None, k: int | None,
+                  n_samples: int | None, function: str | None, task_seed: int | None,
+                  train_fraction: float | None, split_seed: int | None) -> dict[str, Any]:
+    """The task options as ``RunConfig.override`` changes (None: not given)."""
+    return {"task.family": task, "task.op": op, "task.p": p, "task.n_bits": n_bits, "task.k": k,
+            "task.n_samples": n_samples, "task.function": function, "task.seed": task_seed,
+            "task.train_fraction": train_fraction, "task.split_seed": split_seed}
+
+
 @app.command()
 def train(
-    preset_name: str = typer.Option("quick", "--preset", help="Preset to start from: quick, nanda, gromov."),
+    preset_name: str = typer.Option(None, "--preset", help="Preset to start from: quick, nanda, gromov, parity, "
+                                                           "boolean (default: the task family's, quick for modular)."),
     config_file: str = typer.Option(None, "--config", help="A JSON config file (e.g. a run's config.json)."),
     out: str = typer.Option(None, "--out", help="Run directory to create (default runs/<preset>-seed<seed>)."),
     resume_dir: str = typer.Option(None, "--resume", help="Continue this run directory from its newest checkpoint."),
     seeds: str = typer.Option(None, "--seeds", help="Seeds to train together through vmap, e.g. 0-7."),
-    op: str = typer.Option(None, help="Operation on Z_p (add, sub, mul, div, ...)."),
-    p: int = typer.Option(None, help="Modulus p."),
-    train_fraction: float = typer.Option(None, "--train-fraction", help="Fraction of pairs to train on."),
+    task: str = _TASK, op: str = _OP, p: int = _P, n_bits: int = _N_BITS, k: int = _K, n_samples: int = _N_SAMPLES,
+    function: str = _FUNCTION, task_seed: int = _TASK_SEED, train_fraction: float = _TRAIN_FRACTION,
+    split_seed: int = _SPLIT_SEED,
     model: str = typer.Option(None, help="transformer, gromov or mlp."),
     epochs: int = typer.Option(None, help="Epochs (full-batch steps)."),
     lr: float = typer.Option(None, help="Learning rate."),
@@ -132,33 +167,35 @@ def train(
 ) -> None:
     """Train a network on an algorithmic task into a run directory.
 
+    Every task family trains here: modular arithmetic (--op, --p), sparse parity (--task parity
+    --n-bits N --k K [--n-samples M]) and Boolean functions (--task boolean --n-bits N --function F).
+
     Example: progsynth train --preset quick --out runs/quick
+    Example: progsynth train --task parity --n-bits 20 --k 3 --n-samples 20000 --out runs/parity
     """
-    from progsynth.runs.config import RunConfig, preset
+    from progsynth.runs.config import RunConfig, family_preset, preset
     from progsynth.runs.train import parse_seeds, resume, train as train_run
 
     bar, update = _progress_bar(as_json)
     try:
         if resume_dir:
-            if bar:
-                bar.start()
             result = resume(resume_dir, progress=update)
         else:
+            preset_name = preset_name or family_preset(task)
             config = RunConfig.load(config_file) if config_file else preset(preset_name)
-            config = config.override(**{"task.op": op, "task.p": p, "task.train_fraction": train_fraction,
-                                        "model.name": model, "epochs": epochs, "optim.lr": lr,
-                                        "optim.weight_decay": weight_decay, "seed": seed})
+            changes = _task_changes(task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction,
+                                    split_seed)
+            config = config.override(**changes, **{"model.name": model, "epochs": epochs, "optim.lr": lr,
+                                                   "optim.weight_decay": weight_decay, "seed": seed})
             seed_list = parse_seeds(seeds) if seeds else None
             target = out or f"runs/{preset_name if not config_file else 'run'}-seed{seeds or config.seed}"
-            if bar:
-                bar.start()
             result = train_run(config, target, seeds=seed_list, progress=update)
     except ProgsynthError as error:
-        if bar:
+        if bar and bar.live.is_started:
             bar.stop()
         fail(error)
     finally:
-        if bar:
+        if bar and bar.live.is_started:
             bar.stop()
     summary = {"run_dirs": [str(d) for d in result.run_dirs], "steps": result.steps,
                "total_steps": result.total_steps, "interrupted": result.interrupted,

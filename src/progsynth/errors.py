@@ -27,3 +27,7 @@ class ConfigError(ProgsynthError):
 
 class RunError(ProgsynthError):
     """A run directory or checkpoint is missing, incomplete or corrupted."""
+
+
+class NotApplicableError(ProgsynthError):
+    """An analysis was asked of a run it does not apply to (e.g. Fourier programs of a parity task)."""

@@ -19,12 +19,13 @@ import torch
 from progsynth.interp.analytic import gromov_solution, gromov_width
 from progsynth.interp.extract import Extraction, extract_checkpoint
 from progsynth.interp.relabel import Relabelling, candidate_relabellings
-from progsynth.runs.config import ModelConfig, OptimConfig, RunConfig, TaskConfig
+from progsynth.runs.config import ModelConfig, OptimConfig, RunConfig
+from progsynth.tasks.modular import ModularTask
 from progsynth.runs.experiment import Experiment
 from progsynth.runs.train import train
 
 TINY = RunConfig(
-    task=TaskConfig(p=31, train_fraction=0.5),
+    task=ModularTask(p=31, train_fraction=0.5),
     model=ModelConfig(name="gromov", d_mlp=40),
     optim=OptimConfig(lr=1e-2, weight_decay=5.0),
     loss="mse",
@@ -77,7 +78,7 @@ def analytic_network(op, relabelling: Relabelling | tuple[int, str], frequencies
     if isinstance(relabelling, tuple):
         p, name = relabelling
         relabelling = next(r for r in candidate_relabellings(p) if r.name == name)
-    config = RunConfig(task=TaskConfig(op=op, p=relabelling.p, train_fraction=train_fraction),
+    config = RunConfig(task=ModularTask(op=op, p=relabelling.p, train_fraction=train_fraction),
                        model=ModelConfig(name="gromov", d_mlp=gromov_width(relabelling, frequencies)),
                        loss="mse", dtype="float64")
     return Experiment(config), gromov_solution(relabelling, frequencies, amplitudes, default_class)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from progsynth.interp.network import hidden_activations, loss_on, neuron_to_logit, operand_embeddings
-from progsynth.runs.config import ModelConfig, RunConfig, TaskConfig
+from progsynth.runs.config import ModelConfig, RunConfig
+from progsynth.tasks.modular import ModularTask
 from progsynth.runs.experiment import Experiment
 
 MODELS = {
@@ -22,7 +23,7 @@ def test_neurons_times_neuron_to_logit_is_the_models_mlp_contribution(name):
     """Zeroing the neurons' read-out removes exactly hidden_activations @ neuron_to_logit from the
     logits: the recomputed neurons are the model's own."""
     model, readout = MODELS[name]
-    experiment = Experiment(RunConfig(task=TaskConfig(p=7), model=model, dtype="float64"))
+    experiment = Experiment(RunConfig(task=ModularTask(p=7), model=model, dtype="float64"))
     params = experiment.init_params(3)
     if "b_in" in params:  # make biases matter
         params["b_in"] = torch.randn_like(params["b_in"])
@@ -34,16 +35,16 @@ def test_neurons_times_neuron_to_logit_is_the_models_mlp_contribution(name):
 
 
 def test_operand_embeddings():
-    gromov = Experiment(RunConfig(task=TaskConfig(p=7), model=MODELS["gromov"][0], loss="mse"))
+    gromov = Experiment(RunConfig(task=ModularTask(p=7), model=MODELS["gromov"][0], loss="mse"))
     assert [(e.param, e.offset, e.operands) for e in operand_embeddings(gromov)] == [("W_in", 0, (0,)),
                                                                                      ("W_in", 7, (1,))]
-    transformer = Experiment(RunConfig(task=TaskConfig(p=7), model=MODELS["transformer"][0]))
+    transformer = Experiment(RunConfig(task=ModularTask(p=7), model=MODELS["transformer"][0]))
     assert [(e.param, e.offset, e.operands) for e in operand_embeddings(transformer)] == [("W_E", 0, (0, 1))]
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_loss_on_is_the_runs_own_loss(loss):
-    experiment = Experiment(RunConfig(task=TaskConfig(p=7), model=MODELS["gromov"][0], loss=loss))
+    experiment = Experiment(RunConfig(task=ModularTask(p=7), model=MODELS["gromov"][0], loss=loss))
     params = experiment.init_params(0)
     logits = experiment.logits(params)
     evaluated = experiment.evaluate(params)

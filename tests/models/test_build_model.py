@@ -63,7 +63,7 @@ def test_parity_task_with_the_mlps():
     "args, kwargs, message",
     [(("resnet", TASK), {}, r"unknown model 'resnet'; expected one of \['transformer', 'gromov', 'mlp'\]"),
      (("mlp", TASK), {"depth": 3}, r"unknown model option\(s\) \['depth'\]"),
-     (("transformer", ParityTask(n_bits=4, k=2)), {}, "ModularTask"),
+     (("transformer", ParityTask(n_bits=4, k=2)), {}, "not a parity task; choose the model .mlp. or .gromov."),
      (("mlp", "add"), {}, "needs a task"),
      (("transformer", TASK), {"implementation": "jit"}, "implementation must be one of"),
      (("mlp", TASK), {"hidden": (4,), "d_mlp": 8}, "either hidden"),

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from progsynth.errors import ConfigError, RunError
-from progsynth.runs.config import ModelConfig, OptimConfig, RunConfig, TaskConfig
+from progsynth.runs.config import ModelConfig, OptimConfig, RunConfig
+from progsynth.tasks.modular import ModularTask
 from progsynth.runs.store import RunStore
 from progsynth.runs.train import parse_seeds, resume, train
 
 TINY = RunConfig(
-    task=TaskConfig(p=11, train_fraction=0.5),
+    task=ModularTask(p=11, train_fraction=0.5),
     model=ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32),
     optim=OptimConfig(lr=3e-3, weight_decay=1.0),
     epochs=30,

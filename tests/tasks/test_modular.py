@@ -166,3 +166,47 @@ def test_one_hot_encoding():
 def test_unknown_input_kind():
     with pytest.raises(ConfigError, match="unknown input kind 'pixels'"):
         modular_dataset(ModularTask(p=7)).inputs("pixels")
+
+
+EXPRESSIONS = {
+    "a*b + a + b": lambda a, b, p: (a * b + a + b) % p,
+    "(a+b)^2 - b": lambda a, b, p: ((a + b) ** 2 - b) % p,
+    "a^3 + a*b + 1": lambda a, b, p: (a**3 + a * b + 1) % p,
+    "-a + 2*b": lambda a, b, p: (-a + 2 * b) % p,
+}
+
+
+@pytest.mark.parametrize("text", sorted(EXPRESSIONS))
+def test_expression_operations(text):
+    task = ModularTask(p=11, op=text, train_fraction=1.0)
+    data = modular_dataset(task)
+    assert data.labels.tolist() == [EXPRESSIONS[text](a, b, 11) for a in range(11) for b in range(11)]
+    assert ModularTask(p=11, op=task.op, train_fraction=1.0) == task  # the printed form reads back to the same task
+
+
+@pytest.mark.parametrize("text, builtin", [("b^2 + a^2", "x2+y2"), ("(a + b)", "add"), ("b*a", "mul"),
+                                           ("a*b + b^2 + a^2", "x2+xy+y2"), ("a/b", "div")])
+def test_an_expression_equal_to_a_builtin_is_that_builtin(text, builtin):
+    assert ModularTask(p=7, op=text).op == builtin
+
+
+def test_an_expression_that_divides_leaves_out_zero_divisors_and_needs_a_prime():
+    data = modular_dataset(ModularTask(p=7, op="b / (a - 1)", train_fraction=1.0))
+    assert len(data) == 7 * 6 and bool((data.a != 1).all())
+    assert torch.equal((data.a - 1) * data.labels % 7, data.b % 7)
+    with pytest.raises(ConfigError, match="divides, which needs a field, so p must be prime; got p = 8"):
+        ModularTask(p=8, op="a / (b + 1)")
+
+
+def test_user_function_by_import_path():
+    task = ModularTask(p=5, op="user_functions:affine", train_fraction=1.0)
+    assert task.op == "user_functions:affine"
+    assert modular_dataset(task).labels.tolist() == [(2 * a + 3 * b + 1) % 5 for a in range(5) for b in range(5)]
+    with pytest.raises(ConfigError, match="cannot import module 'nowhere'"):
+        ModularTask(p=5, op="nowhere:f")
+
+
+def test_a_formula_alias_is_not_confused_with_an_expression():
+    # '(a^2+b)^2' drops to the same characters as the alias 'x2+y2' but is another function
+    task = ModularTask(p=7, op="(a^2+b)^2")
+    assert task.op == "(a^2 + b)^2"

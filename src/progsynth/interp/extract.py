@@ -55,7 +55,7 @@ from typing import Any
 
 import torch
 
-from progsynth.errors import ConfigError, RunError
+from progsynth.errors import ConfigError, NotApplicableError, RunError
 from progsynth.interp.fourier import DTYPE, fourier_1d, fourier_basis
 from progsynth.interp.frequencies import (KEY_THRESHOLD, NEURON_THRESHOLD, LogitFit, NeuronClusters,
                                           embedding_norms, fit_logits, key_frequencies, key_logits,
@@ -389,10 +389,21 @@ def _verdict(fit: LogitFit, program: Program, accuracy: float, heldout: float, a
                     f"pairs correctly (chance {chance:.1%}). {best}")
 
 
+def check_applies(experiment: Experiment) -> None:
+    """NotApplicableError unless the run's task is arithmetic on Z_p, where Fourier programs live."""
+    task = experiment.task
+    if task.domain != "residues":
+        raise NotApplicableError(
+            f"reading a Fourier program applies to tasks on Z_p, not to this run's {task.family} task "
+            f"({task.name}); `progsynth search RUN` looks for its program and `progsynth llc RUN` measures it")
+
+
 @torch.no_grad()
 def extract(experiment: Experiment, params: dict[str, torch.Tensor], step: int | None = None,
             key_threshold: float = KEY_THRESHOLD, neuron_threshold: float = NEURON_THRESHOLD) -> Extraction:
-    """Extract, run and measure the program of ``params`` (module docstring)."""
+    """Extract, run and measure the program of ``params`` (module docstring); NotApplicableError for
+    a task that is not arithmetic on Z_p."""
+    check_applies(experiment)
     data, p = experiment.data, experiment.task.p
     logits = experiment.logits(params).to(DTYPE)
     answers = logits.argmax(1)

@@ -14,7 +14,6 @@ from torch import nn
 from progsynth.errors import ConfigError
 from progsynth.models.mlp import EmbeddingMLP, EmbeddingMLPConfig, GromovConfig, GromovMLP
 from progsynth.models.transformer import StraightforwardTransformer, Transformer, TransformerConfig
-from progsynth.tasks.modular import ModularTask
 
 __all__ = ["MODELS", "build_model"]
 
@@ -56,7 +55,7 @@ def build_model(
 ) -> nn.Module:
     """A freshly initialised network called ``name`` sized for ``task``.
 
-    - ``"transformer"`` (needs a ``ModularTask``): ``d_model``, ``n_heads``, ``d_head``, ``d_mlp``,
+    - ``"transformer"`` (needs a modular task, whose tokens are ``a b =``): ``d_model``, ``n_heads``, ``d_head``, ``d_mlp``,
       ``init`` ('nanda' or 'tl'), ``mlp_bias``, ``implementation`` ('fast', the default, or
       'straightforward'); defaults as ``TransformerConfig``.
     - ``"gromov"``: the quadratic MLP on one-hot operands; ``d_mlp`` is its hidden width N
@@ -65,8 +64,8 @@ def build_model(
       tuple of hidden widths, or ``d_mlp`` for a single hidden layer (default (512,)), and
       ``activation`` 'relu' or 'gelu'.
 
-    ``task`` is a ``ModularTask`` or any task with ``n_operands``, ``operand_vocab`` and
-    ``n_classes`` (``ParityTask``) for the MLPs. Weights are drawn from a generator seeded with
+    ``task`` is any task (``progsynth.tasks``): the MLPs read its ``n_operands``,
+    ``operand_vocab`` and ``n_classes``. Weights are drawn from a generator seeded with
     ``seed`` (torch's global generator if None) and cast to ``dtype``. Keywords in the shared
     vocabulary that the chosen model does not use are ignored; any other keyword is a ConfigError.
     """
@@ -78,15 +77,17 @@ def build_model(
     used = {key: value for key, value in config.items() if name in _USED_BY[key]}
     for attribute in ("n_operands", "operand_vocab", "n_classes"):
         if not hasattr(task, attribute):
-            raise ConfigError(f"build_model needs a task such as ModularTask or ParityTask, got {type(task).__name__}")
+            raise ConfigError(f"build_model needs a task (progsynth.tasks), got {type(task).__name__}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"seed must be an int or None, got {seed!r}")
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     dtype = _dtype(dtype)
 
     if name == "transformer":
-        if not isinstance(task, ModularTask):
-            raise ConfigError(f"the transformer reads 'a b =' tokens of a ModularTask, got {type(task).__name__}")
+        if getattr(task, "family", None) != "modular":
+            raise ConfigError(f"the transformer reads the 'a b =' tokens of a modular task, not a "
+                              f"{getattr(task, 'family', type(task).__name__)} task; choose the model 'mlp' or "
+                              "'gromov' for it")
         implementation = used.pop("implementation", "fast")
         classes = {"fast": Transformer, "straightforward": StraightforwardTransformer}
         if implementation not in classes:

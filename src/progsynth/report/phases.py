@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from progsynth.errors import ConfigError, ProgsynthError, RunError
+from progsynth.errors import ConfigError, NotApplicableError, ProgsynthError, RunError
 from progsynth.interp.extract import Extraction, extract_checkpoint
 from progsynth.interp.measures import load_measures
 from progsynth.runs.config import RunConfig
@@ -260,13 +260,18 @@ def summary(run: str | Path) -> RunSummary:
         raise RunError(f"run {str(store.path)!r} has no metrics yet (metrics.jsonl is missing or empty)")
     phases = detect_phases(metrics)
     missing: list[Missing] = []
+    applies = True
     try:
         extraction = extract_checkpoint(store.path)
+    except NotApplicableError as error:
+        extraction, applies = None, False
+        missing.append(Missing("extracted program, Fourier spectrum, neuron clusters and progress measures",
+                               f"not applicable: {error}", None))
     except ProgsynthError as error:
         extraction = None
         missing.append(Missing("extracted program, Fourier spectrum and neuron clusters", str(error), None))
     measures = load_measures(store.path)
-    if measures.empty:
+    if measures.empty and applies:
         missing.append(Missing("progress measures", "the run has not been measured",
                                f"progsynth analyze {shlex.quote(str(store.path))}"))
     llc = _llc_rows(store.measures())

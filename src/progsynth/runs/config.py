@@ -1,6 +1,7 @@
 """Run configuration: frozen, validated dataclasses that the CLI and config files map onto one to one.
 
-Every default is documented once, here, at its field. A config file is the JSON written by
+Every default is documented once, at its field: here, and for the task at the fields of its
+family's class (``progsynth.tasks``; ``config.json`` stores it as ``{"family": ..., **fields}``). A config file is the JSON written by
 ``RunConfig.to_dict`` (the ``config.json`` of every run directory), so any run can be repeated with
 ``progsynth train --config RUN/config.json``.
 """
@@ -15,32 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from progsynth.errors import ConfigError
+from progsynth.tasks import Task, make_task, task_from_dict, task_to_dict
+from progsynth.tasks.registry import DEFAULT_FAMILY, is_task
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """Which algorithmic task to learn."""
-
-    op: str = "add"
-    """Binary operation on Z_p by name (see ``progsynth.tasks.modular.OPERATIONS``)."""
-    p: int = 113
-    """The modulus; must be prime for operations that need a field (div)."""
-    train_fraction: float = 0.3
-    """Fraction of the p² pairs used for training, in (0, 1]."""
-    split_seed: int = 0
-    """Seed of the train/test split (independent of the model seed)."""
-
-    def validate(self) -> None:
-        _check(isinstance(self.p, int) and self.p >= 2, f"task.p must be an integer ≥ 2, got {self.p!r}")
-        _check(
-            isinstance(self.train_fraction, (int, float)) and 0 < self.train_fraction <= 1,
-            f"task.train_fraction must lie in (0, 1], got {self.train_fraction!r}",
-        )
 
 
 @dataclass(frozen=True)
@@ -94,7 +76,8 @@ class OptimConfig:
 class RunConfig:
     """Everything that determines a training run."""
 
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: Task = field(default_factory=lambda: make_task(DEFAULT_FAMILY))
+    """The task, any registered family (``progsynth.tasks.registry``); default: a + b mod 113, 30 % train."""
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: str = "cross_entropy"
@@ -119,7 +102,7 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
-        self.task.validate()
+        _check(is_task(self.task), f"task must be a task of a registered family, got {type(self.task).__name__}")
         self.model.validate()
         self.optim.validate()
         _check(self.loss in ("cross_entropy", "mse"), f"loss must be 'cross_entropy' or 'mse', got {self.loss!r}")
@@ -136,18 +119,29 @@ class RunConfig:
         _check(self.resume_every_s > 0, f"resume_every_s must be positive, got {self.resume_every_s!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as JSON-ready data (what ``config.json`` holds). A task holding a Python
+        function itself (possible in memory) cannot be recorded: ConfigError, asking for its import path."""
+        for name, value in task_to_dict(self.task).items():
+            _check(value is None or isinstance(value, (str, int, float)),
+                   f"task.{name} must be text or a number so that config.json can record it, got "
+                   f"{getattr(value, '__name__', type(value).__name__)!r}; name a function by import path, "
+                   "'module:function'")
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in data.items()},
+                "task": task_to_dict(self.task)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Build and validate a config from a dict (unknown keys are an error, naming the key)."""
-        nested = {"task": TaskConfig, "model": ModelConfig, "optim": OptimConfig}
+        nested = {"model": ModelConfig, "optim": OptimConfig}
         known = {f.name for f in fields(cls)}
         for key in data:
             _check(key in known, f"unknown config key {key!r}; expected one of {sorted(known)}")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key in nested:
+            if key == "task":
+                kwargs[key] = task_from_dict(value)
+            elif key in nested:
                 sub_known = {f.name for f in fields(nested[key])}
                 _check(isinstance(value, dict), f"config key {key!r} must be a mapping, got {value!r}")
                 for sub in value:
@@ -171,8 +165,19 @@ class RunConfig:
             raise ConfigError(f"config file {str(path)!r} is not valid JSON: {error}") from None
         return cls.from_dict(data)
 
+    def _task_with(self, changes: dict[str, Any]) -> Task:
+        """The task with ``changes`` to its fields; a ``family`` other than the current one starts a
+        task of that family from its defaults."""
+        current = task_to_dict(self.task)
+        family = changes.pop("family", current["family"])
+        if family != current["family"]:
+            return make_task(family, **changes)
+        return make_task(family, **{**{k: v for k, v in current.items() if k != "family"}, **changes})
+
     def override(self, **changes: Any) -> RunConfig:
-        """A copy with dotted-name overrides, e.g. ``override(**{"task.p": 59, "epochs": 100})``."""
+        """A copy with dotted-name overrides, e.g. ``override(**{"task.p": 59, "epochs": 100})``;
+        ``task.family`` switches to another task family (the rest of its fields from their defaults
+        unless given)."""
         top: dict[str, Any] = {}
         nested: dict[str, dict[str, Any]] = {}
         for key, value in changes.items():
@@ -183,7 +188,11 @@ class RunConfig:
                 nested.setdefault(head, {})[sub] = value
             else:
                 top[key] = value
+        task_changes = nested.pop("task", None)
+        if task_changes:
+            top["task"] = self._task_with(task_changes)
         for head, subs in nested.items():
+            _check(head in ("model", "optim"), f"unknown config section {head!r}; expected task, model or optim")
             top[head] = replace(getattr(self, head), **subs)
         config = replace(self, **top)
         config.validate()
@@ -197,7 +206,7 @@ PRESETS: dict[str, RunConfig] = {
     # The default: Nanda's transformer at half width on p = 53, 40 % of pairs, lr 3e-3. Memorises
     # by epoch ~150, generalises by ~1,000, cleans up until ~1,300: about a minute on 2 cores.
     "quick": RunConfig(
-        task=TaskConfig(p=53, train_fraction=0.4),
+        task=make_task("modular", p=53, train_fraction=0.4),
         model=ModelConfig(d_model=64, n_heads=4, d_head=16, d_mlp=256),
         optim=OptimConfig(lr=3e-3),
         epochs=1300,
@@ -205,18 +214,50 @@ PRESETS: dict[str, RunConfig] = {
     ),
     # Gromov 2023: one-hot pairs -> 500 x² units -> p, MSE, AdamW lr 1e-2 wd 5, 50 % train, p = 97.
     "gromov": RunConfig(
-        task=TaskConfig(p=97, train_fraction=0.5),
+        task=make_task("modular", p=97, train_fraction=0.5),
         model=ModelConfig(name="gromov", d_mlp=500),
         optim=OptimConfig(lr=1e-2, weight_decay=5.0),
         loss="mse",
         epochs=200,
         metrics_every=1,
     ),
+    # Sparse parity (Barak et al. 2022): 3 relevant bits of 30, 50,000 random strings (80 % train),
+    # the embedding MLP (8-wide bit embeddings, 256 ReLU units), plain SGD lr 0.1, batch 32, one
+    # epoch: learns it in a few hundred steps after a plateau.
+    "parity": RunConfig(
+        task=make_task("parity", n_bits=30, k=3, n_samples=50_000, train_fraction=0.8),
+        model=ModelConfig(name="mlp", d_model=8, d_mlp=256),
+        optim=OptimConfig(name="gd", lr=0.1, weight_decay=0.0),
+        epochs=1,
+        batch_size=32,
+        metrics_every=10,
+    ),
+    # A Boolean function: the comparator of two 6-bit numbers (all 4,096 strings, 50 % train), the
+    # embedding MLP, full-batch AdamW: generalises within a hundred epochs.
+    "boolean": RunConfig(
+        task=make_task("boolean", n_bits=12, function="comparator", train_fraction=0.5),
+        model=ModelConfig(name="mlp", d_model=8, d_mlp=256),
+        optim=OptimConfig(lr=1e-3, weight_decay=0.1),
+        epochs=500,
+        metrics_every=10,
+    ),
 }
 
 
+FAMILY_PRESETS = {"modular": "quick", "parity": "parity", "boolean": "boolean"}
+"""The preset ``progsynth train --task FAMILY`` starts from when no ``--preset`` is given."""
+
+
+def family_preset(family: str | None) -> str:
+    """The name of the preset for a task family (``FAMILY_PRESETS``; None: the modular one)."""
+    family = family or DEFAULT_FAMILY
+    if family not in FAMILY_PRESETS:
+        raise ConfigError(f"unknown task family {family!r}; expected one of {', '.join(FAMILY_PRESETS)}")
+    return FAMILY_PRESETS[family]
+
+
 def preset(name: str) -> RunConfig:
-    """A named preset ('nanda', 'gromov', 'quick')."""
+    """A named preset ('quick', 'nanda', 'gromov', 'parity', 'boolean')."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     return PRESETS[name]

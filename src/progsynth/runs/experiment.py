@@ -18,7 +18,6 @@ from progsynth.core.optim import optimizer_from_name
 from progsynth.core.smooth import from_module
 from progsynth.models import build_model
 from progsynth.runs.config import RunConfig
-from progsynth.tasks.modular import ModularTask, modular_dataset
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -30,9 +29,8 @@ class Experiment:
         config.validate()
         self.config = config
         self.dtype = DTYPES[config.dtype]
-        task = config.task
-        self.task = ModularTask(op=task.op, p=task.p, train_fraction=task.train_fraction, split_seed=task.split_seed)
-        self.data = modular_dataset(self.task)
+        self.task = config.task
+        self.data = self.task.dataset()
         self.module_template = self.build_module(seed=0)
         inputs = self.data.inputs(getattr(self.module_template, "input_kind", "tokens"), self.dtype)
         labels = self.data.labels

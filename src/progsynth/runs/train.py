@@ -81,6 +81,7 @@ def train(
     ``out/seed-N`` each, trained together through vmap). ``should_stop(step)`` returning True acts
     like Ctrl-C after that step (used by tests and by callers with their own stop signal)."""
     config.validate()
+    config.to_dict()  # a config that config.json cannot record fails here, before any directory exists
     seeds = [config.seed] if seeds is None else seeds
     if len(seeds) > 1 and config.batch_size is not None:
         raise ConfigError("training several seeds at once needs full-batch training (batch_size None), "

@@ -1,4 +1,10 @@
-"""What every algorithmic task shares: validation, the train/test split, and the input encodings.
+"""What every algorithmic task shares: the task protocol, validation, the train/test split, the input
+encodings, bit strings, and user functions named by import path.
+
+A *task* is a frozen dataclass whose fields are exactly what ``config.json`` stores under
+``"task"`` (with its ``family``, the registry key, ``tasks.registry``) and whose ``dataset()``
+builds its ``TaskData``. Every task satisfies ``Task``; nothing outside ``tasks/`` builds a
+specific task class, so a new family trains and is analysed without edits elsewhere.
 
 A task's data set holds every example (the full grid for modular arithmetic, every input or a
 sample for parity) as integer *operands* (N, k) in a vocabulary of size V, with class labels, and
@@ -12,18 +18,60 @@ two index tensors selecting the training and test examples. Models ask for their
 
 from __future__ import annotations
 
+import importlib
 import math
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from progsynth.errors import ConfigError
 
-__all__ = ["INPUT_KINDS", "TaskData", "train_test_split", "one_hot_concat", "check_int", "check_train_fraction"]
+__all__ = ["INPUT_KINDS", "DOMAINS", "Task", "TaskData", "train_test_split", "one_hot_concat", "check_int",
+           "check_train_fraction", "bit_strings", "import_function", "is_import_path"]
 
 INPUT_KINDS = ("tokens", "onehot")
 """The input encodings a model can ask a task for (see the module docstring)."""
+
+DOMAINS = ("residues", "bits")
+"""What a task's operands and labels are: residues mod p (operands a, b) or bits (x0, x1, ...).
+The program search picks its grammar by it."""
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task family provides (module docstring)."""
+
+    family: ClassVar[str]
+    """The registry name, stored as ``task.family`` in config.json."""
+    domain: ClassVar[str]
+    """One of ``DOMAINS``."""
+    train_fraction: float
+    split_seed: int
+
+    @property
+    def name(self) -> str:
+        """A one-line description for messages and reports, e.g. 'a + b mod 97'."""
+
+    @property
+    def n_operands(self) -> int:
+        """Operands per example."""
+
+    @property
+    def operand_vocab(self) -> int:
+        """Values an operand can take."""
+
+    @property
+    def n_classes(self) -> int:
+        """Label classes."""
+
+    def operand_names(self) -> tuple[str, ...]:
+        """The names programs use for the operands, in column order ('a', 'b' or 'x0', 'x1', ...)."""
+
+    def dataset(self) -> "TaskData":
+        """Every example, its label and the train/test split."""
 
 
 def check_int(what: str, value: Any, minimum: int) -> int:
@@ -38,6 +86,38 @@ def check_train_fraction(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 1):
         raise ConfigError(f"train_fraction must be a number in (0, 1], got {value!r}")
     return float(value)
+
+
+def bit_strings(n_bits: int, n_samples: int | None, generator: torch.Generator) -> torch.Tensor:
+    """(N, n_bits) int64 bits: every string in binary counting order with bit 0 the most
+    significant (``n_samples`` None), or ``n_samples`` strings drawn uniformly with replacement
+    from ``generator``."""
+    if n_samples is None:
+        return (torch.arange(2**n_bits)[:, None] >> torch.arange(n_bits - 1, -1, -1)) & 1
+    return torch.randint(0, 2, (n_samples, n_bits), generator=generator)
+
+
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
+
+
+def is_import_path(text: str) -> bool:
+    """Whether ``text`` has the form ``package.module:function``."""
+    return isinstance(text, str) and _IMPORT_PATH.fullmatch(text.strip()) is not None
+
+
+def import_function(path: str, what: str) -> Callable[..., Any]:
+    """The callable named by ``module:function`` (importing the module, so only name code you
+    trust); ConfigError naming the path if the module or the attribute is missing or not callable."""
+    module_name, _, attribute = path.strip().partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # ImportError, or whatever the module raises while importing
+        raise ConfigError(f"{what} {path!r}: cannot import module {module_name!r} ({error!r}); expected "
+                          "'module:function' with the module on the Python path") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ConfigError(f"{what} {path!r}: module {module_name!r} has no function {attribute!r}")
+    return function
 
 
 def train_test_split(n: int, train_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +175,12 @@ class TaskData:
         if kind == "onehot":
             return self.onehot(dtype)
         raise ConfigError(f"unknown input kind {kind!r}; expected one of {list(INPUT_KINDS)}")
+
+    def named_operands(self, rows: torch.Tensor, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The operand columns of ``rows`` as numpy arrays by name (``Task.operand_names``), the
+        form the program search and expression evaluation read."""
+        chosen = self.operands[rows].numpy()
+        return {name: chosen[:, i] for i, name in enumerate(names)}
 
     def __len__(self) -> int:
         return self.operands.shape[0]

@@ -17,15 +17,23 @@ name            label                   aliases
 ``x3+xy``       a³ + ab                 ``x^3+x*y``, ``a³+ab``
 ==============  ======================  =====================================================
 
-Formula aliases are matched after lower-casing and dropping spaces, ``^``, ``**`` and ``*``,
-reading a/b as x/y, and sorting the terms of a sum, so ``b^2 + a^2`` is ``x2+y2``.
+Any other text is read as an **arithmetic expression** in a and b (``tasks.expression``: integers,
+``+ - * /``, powers ``^`` and parentheses; parsed, never ``eval``-ed), e.g. ``'a*b + a + b'`` or
+``'(a+b)^2 - b'``; an expression equal to a built-in operation (up to the order of the terms of
+sums and products, and with x, y read as a, b) is that operation, so ``'b^2 + a^2'`` is ``x2+y2``.
+Formula aliases that are not expressions (``xy``, ``a³+ab``) are matched after dropping spaces,
+powers and products. An expression is stored in its printed form (``'a * b + a + b'``), which
+reads back to the same tree, so it round-trips through ``config.json``.
 
-Only ``div`` needs a field: b⁻¹ mod p exists for every b ≠ 0 exactly when p is prime, so ``div``
-requires a prime p and leaves out the pairs with b = 0 (p(p − 1) pairs). Every other operation is
-defined on the ring Z_p for any p ≥ 2 and uses all p² pairs.
+Only division needs a field: b⁻¹ mod p exists for every b ≠ 0 exactly when p is prime, so ``div``
+and any expression that divides require a prime p, and leave out the pairs where a divisor is 0
+(for ``div``, b = 0: p(p − 1) pairs). Every other operation is defined on the ring Z_p for any
+p ≥ 2 and uses all p² pairs.
 
-``op`` may also be any Python function ``f(a, b, p) -> int``; it is called on every pair, and a
-value that is not an int in [0, p) is an error naming the pair and the value.
+``op`` may also name a Python function ``f(a, b, p) -> int`` by import path, ``'module:function'``
+(stored as that text, so it round-trips through ``config.json``; the module is imported, so name
+only code you trust), or, outside a run configuration, be the function itself. It is called on
+every pair, and a value that is not an int in [0, p) is an error naming the pair and the value.
 
 Encodings (REFERENCE §3): tokens ``a b =`` with ``=`` the token p, shape (N, 3), for the
 transformer and the embedding MLP; one_hot(a) ⊕ one_hot(b), shape (N, 2p), for Gromov's MLP.
@@ -35,17 +43,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Callable, Union
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Optional, Union
 
 import torch
 
 from progsynth.errors import ConfigError
-from progsynth.tasks.common import TaskData, check_int, check_train_fraction, one_hot_concat, train_test_split
+from progsynth.tasks.common import (TaskData, check_int, check_train_fraction, import_function, is_import_path,
+                                    one_hot_concat, train_test_split)
+from progsynth.tasks.expression import Const, Expr, Op, Pow, Var, evaluate, parse_arithmetic, render
 
 __all__ = [
     "Operation",
     "OPERATIONS",
+    "parse_operation",
     "resolve_operation",
     "is_prime",
     "ModularTask",
@@ -85,8 +97,8 @@ OPERATIONS: dict[str, Operation] = {
         Operation("mul", "a * b", False, lambda a, b, p: a * b % p),
         Operation("div", "a / b", True, _divide),
         Operation("x2+y2", "a^2 + b^2", False, lambda a, b, p: (a * a + b * b) % p),
-        Operation("x2+xy+y2", "a^2 + ab + b^2", False, lambda a, b, p: (a * a + a * b + b * b) % p),
-        Operation("x3+xy", "a^3 + ab", False, lambda a, b, p: (a * a % p * a + a * b) % p),
+        Operation("x2+xy+y2", "a^2 + a * b + b^2", False, lambda a, b, p: (a * a + a * b + b * b) % p),
+        Operation("x3+xy", "a^3 + a * b", False, lambda a, b, p: (a * a % p * a + a * b) % p),
     )
 }
 """The built-in operations by canonical name."""
@@ -111,20 +123,71 @@ def _formula_key(text: str) -> str:
     return "+".join(sorted(text.split("+")))
 
 
-def resolve_operation(name: str) -> str:
-    """The canonical name of a built-in operation given its name or an alias.
+def _builtin(text: str) -> Optional[str]:
+    """The built-in operation a name, word alias or formula alias denotes, else None."""
+    compact = "".join(text.lower().split())
+    if compact in OPERATIONS:
+        return compact
+    return _WORD_ALIASES.get(compact)
 
-    Raises ConfigError listing the valid names if ``name`` is none of them.
-    """
-    if not isinstance(name, str):
-        raise ConfigError(f"operation name must be a string, got {type(name).__name__}")
-    text = "".join(name.lower().split())
-    found = text if text in OPERATIONS else _WORD_ALIASES.get(text) or _FORMULA_ALIASES.get(_formula_key(text))
-    if found is None:
-        raise ConfigError(
-            f"unknown operation {name!r}; expected one of {', '.join(OPERATIONS)} (aliases such as "
-            f"'+', 'a-b', 'x^2+y^2' work too) or a Python function f(a, b, p) -> int"
-        )
+
+def _normal(expr: Expr) -> Any:
+    """A key equal for trees that differ only in the order (and grouping) of sums and products."""
+    if isinstance(expr, (Var, Const)):
+        return expr
+    if isinstance(expr, Pow):
+        return ("pow", _normal(expr.base), expr.exponent)
+    if expr.name in ("add", "mul"):
+        terms: list[Any] = []
+        for arg in expr.args:
+            key = _normal(arg)
+            terms.extend(key[1] if isinstance(key, tuple) and key[0] == expr.name else [key])
+        return (expr.name, tuple(sorted(terms, key=repr)))
+    return (expr.name, tuple(_normal(a) for a in expr.args))
+
+
+_BUILTIN_TREES = {_normal(parse_arithmetic(op.formula)): op.name for op in OPERATIONS.values()}
+
+
+def _unknown(name: str, reason: str) -> ConfigError:
+    return ConfigError(
+        f"unknown operation {name!r}; expected one of {', '.join(OPERATIONS)} (aliases such as '+', 'a-b', "
+        f"'x^2+y^2' work too), an expression in a and b such as 'a*b + a + b', or a Python function "
+        f"'module:function' ({reason})"
+    )
+
+
+def parse_operation(text: str) -> tuple[str, Optional[Expr]]:
+    """(canonical op, expression tree or None) for the text of an operation: a built-in name or
+    alias (tree None), ``'module:function'`` (kept as given, tree None) or an expression (its
+    printed form and tree, or the built-in it equals). Raises ConfigError listing the valid forms."""
+    if not isinstance(text, str):
+        raise ConfigError(f"operation name must be a string, got {type(text).__name__}")
+    found = _builtin(text)
+    if found is not None:
+        return found, None
+    if is_import_path(text):
+        return text.strip(), None
+    readable = text.replace("²", "^2").replace("³", "^3").translate(str.maketrans("xyXY", "abab"))
+    try:
+        tree = parse_arithmetic(readable, "the operation")
+    except ConfigError as error:
+        compact = "".join(text.lower().split())
+        # Formula aliases with implicit products ('xy', 'a³+ab') are not expressions; only those fall back.
+        found = _FORMULA_ALIASES.get(_formula_key(compact)) if re.search(r"[abxy][abxy]", compact) else None
+        if found is not None:
+            return found, None
+        raise _unknown(text, str(error)) from None
+    found = _BUILTIN_TREES.get(_normal(tree))
+    return (found, None) if found is not None else (render(tree), tree)
+
+
+def resolve_operation(name: str) -> str:
+    """The canonical name of a built-in operation given its name or an alias (or an expression
+    equal to it). Raises ConfigError listing the valid names if ``name`` is none of them."""
+    found, tree = parse_operation(name)
+    if found not in OPERATIONS:
+        raise _unknown(name, "this is not a built-in operation")
     return found
 
 
@@ -139,40 +202,67 @@ def is_prime(n: int) -> bool:
 class ModularTask:
     """Learn c = a ∘ b mod p from a fraction of all pairs.
 
-    A built-in ``op`` given by alias is stored under its canonical name, so
-    ``ModularTask(op="a+b") == ModularTask(op="add")``.
+    A built-in ``op`` given by alias is stored under its canonical name, and an expression in its
+    printed form, so ``ModularTask(op="a+b") == ModularTask(op="add")``.
     """
+
+    family: ClassVar[str] = "modular"
+    domain: ClassVar[str] = "residues"
 
     p: int = 113
     """The modulus, ≥ 2; must be prime for ``div``. Tokens 0..p−1 are residues, token p is ``=``."""
     op: Union[str, UserFunction] = "add"
-    """A built-in operation by name or alias (module docstring), or a function f(a, b, p) -> int."""
+    """A built-in operation by name or alias, an expression in a and b, ``'module:function'`` (module
+    docstring), or a function f(a, b, p) -> int."""
     train_fraction: float = 0.3
     """Fraction of the valid pairs used for training, in (0, 1]; floor(fraction · N) pairs."""
     split_seed: int = 0
     """Seed of the train/test split (independent of any model seed)."""
+    expression: Optional[Expr] = field(default=None, init=False, repr=False, compare=False)
+    """The parsed tree when ``op`` is an expression (derived from ``op``, not a field of its own)."""
+    function: Optional[UserFunction] = field(default=None, init=False, repr=False, compare=False)
+    """The user function ``op`` names or is (derived from ``op``)."""
 
     def __post_init__(self) -> None:
         check_int("p", self.p, 2)
         if isinstance(self.op, str):
-            object.__setattr__(self, "op", resolve_operation(self.op))
-            if OPERATIONS[self.op].needs_field and not is_prime(self.p):
+            canonical, tree = parse_operation(self.op)
+            object.__setattr__(self, "op", canonical)
+            object.__setattr__(self, "expression", tree)
+            divides = OPERATIONS[canonical].needs_field if canonical in OPERATIONS else \
+                tree is not None and "/" in canonical
+            if divides and not is_prime(self.p):
                 divisor = next(d for d in range(2, self.p) if self.p % d == 0)
                 raise ConfigError(
-                    f"operation {self.op!r} needs a field, so p must be prime; got p = {self.p} = "
+                    f"operation {self.op!r} divides, which needs a field, so p must be prime; got p = {self.p} = "
                     f"{divisor} × {self.p // divisor}"
                 )
-        elif not callable(self.op):
+            if canonical not in OPERATIONS and tree is None:
+                object.__setattr__(self, "function", import_function(canonical, "operation"))
+        elif callable(self.op):
+            object.__setattr__(self, "function", self.op)
+        else:
             raise ConfigError(
-                f"op must be an operation name or a function f(a, b, p) -> int, got {type(self.op).__name__}"
+                f"op must be an operation name, an expression or a function f(a, b, p) -> int, "
+                f"got {type(self.op).__name__}"
             )
         check_train_fraction(self.train_fraction)
         check_int("split_seed", self.split_seed, 0)
 
     @property
     def op_name(self) -> str:
-        """The canonical operation name, or a user function's ``__name__``."""
+        """The canonical operation name, the expression, the import path, or a user function's ``__name__``."""
         return self.op if isinstance(self.op, str) else getattr(self.op, "__name__", "user_function")
+
+    @property
+    def formula(self) -> str:
+        """The label as a formula in a and b where one is known, else the operation's name."""
+        return OPERATIONS[self.op].formula if self.op in OPERATIONS else self.op_name
+
+    @property
+    def name(self) -> str:
+        """E.g. 'a + b mod 113'."""
+        return f"{self.formula} mod {self.p}"
 
     @property
     def n_operands(self) -> int:
@@ -188,6 +278,14 @@ class ModularTask:
     def n_classes(self) -> int:
         """Label classes: the residues 0..p−1."""
         return self.p
+
+    def operand_names(self) -> tuple[str, ...]:
+        """('a', 'b')."""
+        return ("a", "b")
+
+    def dataset(self) -> "ModularData":
+        """``modular_dataset(self)``."""
+        return modular_dataset(self)
 
 
 def tokens(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
@@ -246,7 +344,8 @@ class ModularData(TaskData):
 def modular_dataset(task: ModularTask) -> ModularData:
     """Every valid pair of ``task`` with its label, and the train/test split.
 
-    N = p² pairs (p(p − 1) for ``div``, which leaves out b = 0), ordered a-major; the split is
+    N = p² pairs (fewer when the operation divides: ``div`` leaves out b = 0, an expression every
+    pair where a divisor is 0), ordered a-major; the split is
     ``train_test_split(N, task.train_fraction, task.split_seed)``. Raises ConfigError if a user
     function returns anything but an int in [0, p).
     """
@@ -255,12 +354,16 @@ def modular_dataset(task: ModularTask) -> ModularData:
     p = task.p
     a = torch.arange(p).repeat_interleave(p)
     b = torch.arange(p).repeat(p)
-    if isinstance(task.op, str):
+    if task.op in OPERATIONS:
         operation = OPERATIONS[task.op]
         if operation.needs_field:
             a, b = a[b != 0], b[b != 0]
         labels = operation.compute(a, b, p)
+    elif task.expression is not None:
+        values, defined = evaluate(task.expression, {"a": a.numpy(), "b": b.numpy()}, p)
+        keep = torch.from_numpy(defined)
+        a, b, labels = a[keep], b[keep], torch.from_numpy(values)[keep]
     else:
-        labels = _user_labels(task.op, task.op_name, a, b, p)
+        labels = _user_labels(task.function, task.op_name, a, b, p)
     train_idx, test_idx = train_test_split(a.shape[0], task.train_fraction, task.split_seed)
     return ModularData(torch.stack([a, b], dim=1), labels, train_idx, test_idx, p, p, task)

@@ -17,12 +17,12 @@ bit matrix and ``"onehot"`` is (N, 2n). Labels are the parity, 0 or 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
 from progsynth.errors import ConfigError
-from progsynth.tasks.common import TaskData, check_int, check_train_fraction, train_test_split
+from progsynth.tasks.common import TaskData, bit_strings, check_int, check_train_fraction, train_test_split
 
 __all__ = ["ParityTask", "parity_dataset", "MAX_ENUMERATED_BITS"]
 
@@ -33,6 +33,9 @@ MAX_ENUMERATED_BITS = 16
 @dataclass(frozen=True)
 class ParityTask:
     """Learn the parity of ``k`` hidden bits out of ``n_bits``."""
+
+    family: ClassVar[str] = "parity"
+    domain: ClassVar[str] = "bits"
 
     n_bits: int = 10
     """Bits per input string, ≥ 1."""
@@ -70,6 +73,11 @@ class ParityTask:
         return _choose_relevant(self, torch.Generator().manual_seed(self.seed))
 
     @property
+    def name(self) -> str:
+        """E.g. 'parity of bits (1, 4, 7) of 10'."""
+        return f"parity of bits {self.relevant_bits} of {self.n_bits}"
+
+    @property
     def n_operands(self) -> int:
         """Operands per example: the bits."""
         return self.n_bits
@@ -84,6 +92,14 @@ class ParityTask:
         """Label classes: parity 0 or 1."""
         return 2
 
+    def operand_names(self) -> tuple[str, ...]:
+        """('x0', ..., 'x{n−1}')."""
+        return tuple(f"x{i}" for i in range(self.n_bits))
+
+    def dataset(self) -> TaskData:
+        """``parity_dataset(self)``."""
+        return parity_dataset(self)
+
 
 def _choose_relevant(task: ParityTask, generator: torch.Generator) -> tuple[int, ...]:
     """The first draw from a generator seeded by ``task.seed``: k of the n bit positions, sorted."""
@@ -97,10 +113,7 @@ def parity_dataset(task: ParityTask) -> TaskData:
     n = task.n_bits
     generator = torch.Generator().manual_seed(task.seed)
     relevant = _choose_relevant(task, generator)
-    if task.n_samples is None:
-        bits = (torch.arange(2**n)[:, None] >> torch.arange(n - 1, -1, -1)) & 1
-    else:
-        bits = torch.randint(0, 2, (task.n_samples, n), generator=generator)
+    bits = bit_strings(n, task.n_samples, generator)
     labels = bits[:, list(relevant)].sum(dim=1) % 2
     train_idx, test_idx = train_test_split(bits.shape[0], task.train_fraction, task.split_seed)
     return TaskData(bits, labels, train_idx, test_idx, 2, 2)
