@@ -30,7 +30,7 @@ import numpy as np
 
 from progsynth.errors import ConfigError
 
-__all__ = ["Var", "Const", "Pow", "Op", "Expr", "OPS", "parse_arithmetic", "parse_boolean", "evaluate",
+__all__ = ["Var", "Const", "Pow", "Op", "Expr", "OPS", "parse_arithmetic", "parse_boolean", "evaluate", "power_mod",
            "render", "size", "variables", "inverses_mod", "ARITHMETIC_HELP", "BOOLEAN_HELP"]
 
 ARITHMETIC_HELP = "a, b, integers, + - * / ^ (or **) and parentheses"
@@ -307,7 +307,8 @@ def inverses_mod(p: int) -> np.ndarray:
     return np.array([0] + [pow(v, p - 2, p) for v in range(1, p)], dtype=np.int64)
 
 
-def _power_mod(x: np.ndarray, exponent: int, p: int) -> np.ndarray:
+def power_mod(x: np.ndarray, exponent: int, p: int) -> np.ndarray:
+    """x^exponent mod p elementwise by repeated squaring (int64, so p < 2^31)."""
     result = np.ones_like(x) % p
     base = x.copy()
     while exponent:
@@ -343,7 +344,7 @@ def evaluate(expr: Expr, env: dict[str, np.ndarray], p: int | None = None) -> tu
         if isinstance(e, Pow):
             if p is None:
                 raise ConfigError("a power is not a Boolean operation")
-            return _power_mod(ev(e.base), e.exponent, p)
+            return power_mod(ev(e.base), e.exponent, p)
         args = [ev(a) for a in e.args]
         if p is None:
             if OPS[e.name].domain != "bits":
