@@ -33,7 +33,8 @@ import torch
 
 from progsynth.core.boolean import Circuit, pack, unpack
 from progsynth.errors import ConfigError
-from progsynth.tasks.common import (TaskData, bit_strings, check_int, check_train_fraction, import_function,
+from progsynth.tasks.common import (BitOperands, TaskData, bit_strings, check_int, check_train_fraction,
+                                    import_function,
                                     is_import_path, train_test_split)
 from progsynth.tasks.expression import evaluate, parse_boolean, render
 from progsynth.tasks.parity import MAX_ENUMERATED_BITS
@@ -66,7 +67,7 @@ def random_circuit(n_inputs: int, n_gates: int, generator: torch.Generator) -> C
 
 
 @dataclass(frozen=True)
-class BooleanTask:
+class BooleanTask(BitOperands):
     """Learn one output bit as a function of ``n_bits`` input bits (module docstring)."""
 
     family: ClassVar[str] = "boolean"
@@ -135,25 +136,6 @@ class BooleanTask:
     def name(self) -> str:
         """E.g. 'majority of 9 bits'."""
         return f"{self.function} of {self.n_bits} bits"
-
-    @property
-    def n_operands(self) -> int:
-        """Operands per example: the bits."""
-        return self.n_bits
-
-    @property
-    def operand_vocab(self) -> int:
-        """Values an operand can take: 0 and 1."""
-        return 2
-
-    @property
-    def n_classes(self) -> int:
-        """Label classes: 0 and 1."""
-        return 2
-
-    def operand_names(self) -> tuple[str, ...]:
-        """('x0', ..., 'x{n−1}')."""
-        return tuple(f"x{i}" for i in range(self.n_bits))
 
     def dataset(self) -> TaskData:
         """``boolean_dataset(self)``."""

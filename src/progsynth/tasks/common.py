@@ -29,7 +29,8 @@ import torch
 
 from progsynth.errors import ConfigError
 
-__all__ = ["INPUT_KINDS", "DOMAINS", "Task", "TaskData", "train_test_split", "one_hot_concat", "check_int",
+__all__ = ["INPUT_KINDS", "DOMAINS", "Task", "BitOperands",
+           "TaskData", "train_test_split", "one_hot_concat", "check_int",
            "check_train_fraction", "bit_strings", "import_function", "is_import_path"]
 
 INPUT_KINDS = ("tokens", "onehot")
@@ -72,6 +73,32 @@ class Task(Protocol):
 
     def dataset(self) -> "TaskData":
         """Every example, its label and the train/test split."""
+
+
+class BitOperands:
+    """The operand side of a task over bits (mix into a task dataclass with an ``n_bits`` field):
+    one operand per bit, values 0 and 1, two label classes, operands named x0, x1, ..."""
+
+    n_bits: int
+
+    @property
+    def n_operands(self) -> int:
+        """Operands per example: the bits."""
+        return self.n_bits
+
+    @property
+    def operand_vocab(self) -> int:
+        """Values an operand can take: 0 and 1."""
+        return 2
+
+    @property
+    def n_classes(self) -> int:
+        """Label classes: 0 and 1."""
+        return 2
+
+    def operand_names(self) -> tuple[str, ...]:
+        """('x0', ..., 'x{n−1}')."""
+        return tuple(f"x{i}" for i in range(self.n_bits))
 
 
 def check_int(what: str, value: Any, minimum: int) -> int:

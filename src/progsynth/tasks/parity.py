@@ -22,7 +22,7 @@ from typing import ClassVar, Optional
 import torch
 
 from progsynth.errors import ConfigError
-from progsynth.tasks.common import TaskData, bit_strings, check_int, check_train_fraction, train_test_split
+from progsynth.tasks.common import BitOperands, TaskData, bit_strings, check_int, check_train_fraction, train_test_split
 
 __all__ = ["ParityTask", "parity_dataset", "MAX_ENUMERATED_BITS"]
 
@@ -31,7 +31,7 @@ MAX_ENUMERATED_BITS = 16
 
 
 @dataclass(frozen=True)
-class ParityTask:
+class ParityTask(BitOperands):
     """Learn the parity of ``k`` hidden bits out of ``n_bits``."""
 
     family: ClassVar[str] = "parity"
@@ -76,25 +76,6 @@ class ParityTask:
     def name(self) -> str:
         """E.g. 'parity of bits (1, 4, 7) of 10'."""
         return f"parity of bits {self.relevant_bits} of {self.n_bits}"
-
-    @property
-    def n_operands(self) -> int:
-        """Operands per example: the bits."""
-        return self.n_bits
-
-    @property
-    def operand_vocab(self) -> int:
-        """Values an operand can take: 0 and 1."""
-        return 2
-
-    @property
-    def n_classes(self) -> int:
-        """Label classes: parity 0 or 1."""
-        return 2
-
-    def operand_names(self) -> tuple[str, ...]:
-        """('x0', ..., 'x{n−1}')."""
-        return tuple(f"x{i}" for i in range(self.n_bits))
 
     def dataset(self) -> TaskData:
         """``parity_dataset(self)``."""
