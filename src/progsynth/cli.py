@@ -30,6 +30,8 @@ progsynth train --preset quick --out runs/q --seeds 0-3
 progsynth train --resume runs/q/seed-0
 progsynth analyze runs/q/seed-0
 progsynth llc runs/q/seed-0
+progsynth search --op 'a*b + a + b' --p 97 --train-fraction 0.1
+progsynth versus runs/versus --quick
 progsynth report runs/q/seed-0 --png
 progsynth llc-dln --widths 20,10,10,10,20 --rank 5
 progsynth circuit iris --classes 3"""
@@ -78,22 +80,24 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def _checkpoint_bar(label: str, as_json: bool) -> Iterator[Callable[..., None] | None]:
-    """A transient rich bar "label ━━ done/total checkpoints step S" for the body of the ``with``;
-    yields its callback ``update(done, total, step=None)``, or None with --json. The bar stops
-    however the body ends (error or Ctrl-C included)."""
+def _checkpoint_bar(label: str, as_json: bool, unit: str = "checkpoints") -> Iterator[Callable[..., None] | None]:
+    """A transient rich bar "label ━━ done/total UNIT detail" for the body of the ``with``; yields
+    its callback ``update(done, total, detail=None)`` (a string detail is shown as it is, a
+    number reads "step N"), or None with --json. The bar stops however the body ends (error or Ctrl-C
+    included)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     if as_json:
         yield None
         return
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
-                   TextColumn("{task.fields[step]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn(f"{{task.completed}}/{{task.total}} {unit}"),
+                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                    console=console, transient=True)
-    task = bar.add_task(label, total=None, step="")
+    task = bar.add_task(label, total=None, detail="")
 
-    def update(done: int, total: int, step: int | None = None) -> None:
-        bar.update(task, completed=done, total=total, step="" if step is None else f"step {step}")
+    def update(done: int, total: int, detail: int | str | None = None) -> None:
+        text = "" if detail is None else detail if isinstance(detail, str) else f"step {detail}"
+        bar.update(task, completed=done, total=total, detail=text)
 
     with bar:
         yield update
@@ -347,6 +351,161 @@ def analyze(
                 if final_row else None}
     report = extraction.to_dict()
     emit({**report, "measures": measures}, as_json, escape(_analysis_text(report, measures)))
+
+
+# ---- program search ----------------------------------------------------------------------------
+def _search_text(found: dict[str, Any]) -> str:
+    """The search summary: split, grammar, counts by size, top programs, accuracies, verdict."""
+    def accuracy(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [f"search: {found['task']}: {found['n_train']} training examples, {found['n_test']} held out",
+             f"grammar {found['grammar']}; sizes ≤ {found['max_size']}",
+             f"{'size':>4} {'candidates':>12} {'kept':>12} {'consistent':>10}"]
+    lines += [f"{s['size']:>4} {s['candidates']:>12,} {s['kept']:>12,} {s['consistent']:>10,}" for s in found["sizes"]]
+    if found["top_programs"]:
+        lines.append("top programs (one per held-out behaviour): bits, posterior mass, programs sharing it")
+        lines += [f"  {t['text']:<40} {t['bits']:7.1f} bits  mass {t['mass']:.3g}  ({t['programs']})"
+                  for t in found["top_programs"]]
+    lines += [f"held-out accuracy: MAP {accuracy(found['map_heldout_accuracy'])}, "
+              f"mixture {accuracy(found['mixture_heldout_accuracy'])}",
+              f"{found['programs_enumerated']:,} programs enumerated, {found['distinct_behaviours']:,} distinct "
+              f"behaviours kept, {found['seconds']:.2f} s",
+              f"verdict: {found['verdict']}"]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _search_bar(as_json: bool) -> Iterator[Callable[[int, int, int], None] | None]:
+    """A transient status line "search size S: candidates, kept" while the enumeration runs."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if as_json:
+        yield None
+        return
+    bar = Progress(SpinnerColumn(), TextColumn("[bold]search[/] {task.description}"), TimeElapsedColumn(),
+                   console=console, transient=True)
+    task = bar.add_task("", total=None)
+
+    def update(size: int, candidates: int, kept: int) -> None:
+        bar.update(task, description=f"size {size}: {candidates:,} candidates, {kept:,} behaviours kept")
+
+    with bar:
+        yield update
+
+
+@app.command()
+def search(
+    run: str = typer.Argument(None, help="Run directory: search on exactly its training split (and record the "
+                                         "result in its measures.jsonl)."),
+    task: str = _TASK, op: str = _OP, p: int = _P, n_bits: int = _N_BITS, k: int = _K, n_samples: int = _N_SAMPLES,
+    function: str = _FUNCTION, task_seed: int = _TASK_SEED, train_fraction: float = _TRAIN_FRACTION,
+    split_seed: int = _SPLIT_SEED,
+    max_size: int = typer.Option(None, "--max-size", help="Largest program size in nodes (default 7)."),
+    gates: str = typer.Option(None, "--gates", help="Boolean tasks: gates, e.g. and,or,xor,not (default: all; "
+                                                    "xor alone for parity)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Search for the simplest programs that fit a task's training split (prior 2^-bits).
+
+    Enumerates programs by size (arithmetic over Z_p, or Boolean formulas), keeps one per distinct
+    behaviour on the training inputs, and puts the prior 2^-description length on those that fit
+    every training label. Prints the top programs with their bits and posterior mass, and the
+    held-out accuracy of the MAP program and of the Bayes mixture on the test split.
+
+    Example: progsynth search --op 'a*b + a + b' --p 97 --train-fraction 0.1
+    Example: progsynth search runs/gromov-seed0 --json
+    """
+    from rich.markup import escape
+
+    from progsynth.errors import ConfigError
+    from progsynth.runs.config import family_preset, preset
+    from progsynth.search.tasks import DEFAULT_MAX_SIZE, parse_gates, search_run, search_task
+
+    changes = _task_changes(task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction, split_seed)
+    try:
+        gate_list = parse_gates(gates) if gates is not None else None
+        size = DEFAULT_MAX_SIZE if max_size is None else max_size
+        with _search_bar(as_json) as update:
+            if run is not None:
+                given = [flag for flag, value in changes.items() if value is not None]
+                if given:
+                    raise ConfigError(f"a run directory fixes its task; drop the task flag(s) "
+                                      f"{', '.join('--' + f.split('.')[1].replace('_', '-') for f in given)}")
+                found = search_run(run, size, gate_list, progress=update)
+            else:
+                config = preset(family_preset(task)).override(**changes)
+                found = search_task(config.task, size, gate_list, progress=update)
+    except ProgsynthError as error:
+        fail(error)
+    summary = found.to_dict()
+    emit(summary, as_json, escape(_search_text(summary)))
+
+
+def _versus_text(result: dict[str, Any]) -> str:
+    """The versus summary: one block per experiment."""
+    def num(value: Any, spec: str = ".3g") -> str:
+        return "—" if value is None else format(value, spec)
+
+    lines = [f"versus: {len(result['computed'])} points computed, {len(result['skipped'])} already there "
+             f"({result['out']}/versus.jsonl)"]
+    for name, entry in result.get("data", {}).items():
+        lines.append(f"data {name}: smallest fraction with held-out ≥ 0.99: SGD {num(entry['sgd_smallest_fraction'])}, "
+                     f"search {num(entry['search_smallest_fraction'])}")
+        lines += [f"  fraction {f:<6g} SGD {num(s, '.3f')}  MAP {num(m, '.3f')}  mixture {num(x, '.3f')}"
+                  for f, s, m, x in zip(entry["fractions"], entry["sgd"], entry["map"], entry["mixture"])]
+    if "size" in result:
+        lines.append(f"size: SGD cheaper from size {num(result['size']['sgd_cheaper_from_size'])}")
+        lines += [f"  {t['target']:<18} size {t['size']}: search {num(t['search_seconds'])} s "
+                  f"({'correct' if t['search_correct'] else 'wrong'}), SGD "
+                  + (f"{num(t['sgd_seconds'])} s" if t["sgd_generalised"] else "did not generalise")
+                  for t in result["size"]["targets"]]
+    for k, entry in result.get("parity", {}).items():
+        lines.append(f"parity {k}: SGD steps ∝ n^{num(entry['sgd_exponent'])}; search found the planted subset: "
+                     f"{entry['search_found_planted']}")
+        lines += [f"  n {n:<3} SGD {num(s)} steps, search {c} subsets, weight ratio before the drop {num(r)}"
+                  for n, s, c, r in zip(entry["n"], entry["sgd_steps"], entry["subsets"], entry["ratio_before_drop"])]
+    if "found" in result:
+        f = result["found"]
+        lines.append(f"found: {f['same_function']} of {f['compared']} networks' programs compute the search's MAP")
+        lines += [f"  {r['model']} {r['op']} {r['fraction']:g}: search {r['search']} ({r['search_bits']:.0f} bits), "
+                  f"extracted {r['extracted_bits']} bits, same function: {r['same_function']}" for r in f["pairs"]]
+    if result.get("page"):
+        lines.append(f"page: {result['page']}")
+    return "\n".join(lines)
+
+
+@app.command()
+def versus(
+    out: str = typer.Argument(..., help="Output directory (rows in OUT/versus.jsonl, runs in OUT/runs/)."),
+    experiment: str = typer.Option("all", "--experiment", help="data, size, parity, found, a comma list, or all."),
+    quick: bool = typer.Option(False, "--quick", help="A seconds-long version of each experiment (smaller p, n)."),
+    png: bool = typer.Option(False, "--png", help="Also write each figure as OUT/figures/<name>.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Put the program search and SGD side by side on the same tasks and splits.
+
+    data: held-out accuracy against training fraction; size: seconds to a correct program against
+    its size; parity: sparse parity's cost against n and the hidden progress; found: the search's
+    MAP program against the program extracted from the network. Resumable: finished points are
+    kept in OUT/versus.jsonl and skipped. Writes OUT/versus.html.
+
+    Example: progsynth versus runs/versus --experiment data,found
+    """
+    from rich.markup import escape
+
+    from progsynth.report.versus import write_versus_report
+    from progsynth.search.versus import EXPERIMENTS, run_versus
+
+    chosen = EXPERIMENTS if experiment.strip() == "all" else tuple(e.strip() for e in experiment.split(","))
+    try:
+        with _checkpoint_bar("versus", as_json, unit="points") as update:
+            result = run_versus(out, chosen, quick=quick, progress=update)
+        page = write_versus_report(result, png=png)
+    except ProgsynthError as error:
+        fail(error)
+    summary = {**result.to_dict(), "page": str(page)}
+    emit(summary, as_json, escape(_versus_text(summary)))
 
 
 # ---- report ------------------------------------------------------------------------------------
