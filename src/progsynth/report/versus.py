@@ -26,7 +26,7 @@ PAGE = "versus.html"
 
 
 def _data_figure(rows: list[dict]) -> ReportFigure:
-    fig, (ax,) = _figure(6.4, 3.6)
+    fig, (ax,) = _figure(8.4, 3.6)
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(f"{r['model']}:{r['op']}", []).append(r)
@@ -41,7 +41,7 @@ def _data_figure(rows: list[dict]) -> ReportFigure:
     ax.set_xlabel("training fraction")
     ax.set_ylabel("held-out accuracy")
     ax.axhline(TARGET_ACCURACY, color="#999", lw=0.8, ls=":")
-    ax.legend(fontsize=7, ncols=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return ReportFigure("data", "How much data each needs",
                         "Best held-out accuracy of the network within its epoch budget (solid) and of the search's "
                         "MAP program (dashed) on the same training split.", fig)
@@ -87,7 +87,7 @@ def _parity_figure(rows: list[dict]) -> ReportFigure:
         hidden.axvline(biggest["loss_drop_step"], color="#999", ls=":", label="test loss drops")
         hidden.legend(fontsize=7)
     hidden.set_xlabel("step")
-    hidden.set_ylabel("relevant / other bits' weight norm")
+    hidden.set_ylabel("first layer: relevant / other bits")
     hidden.set_title(f"n = {biggest['n_bits']}, k = {biggest['k']}", fontsize=9)
     return ReportFigure("parity", "Sparse parity",
                         "Left: SGD's steps to 99 % held-out accuracy and the subsets the search enumerates. Right: "
