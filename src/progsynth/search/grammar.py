@@ -37,6 +37,7 @@ from typing import Mapping, Sequence
 
 from progsynth.errors import ConfigError
 from progsynth.tasks.expression import MAX_EXPONENT, OPS, Const, Expr, Op, Pow, Var, render
+from progsynth.tasks.modular import smallest_factor
 
 __all__ = ["Grammar", "arithmetic_grammar", "boolean_grammar", "ARITHMETIC_OPS", "BOOLEAN_GATES",
            "MAX_MODULUS"]
@@ -176,13 +177,6 @@ def _names(value: Sequence[str], what: str, valid: Sequence[str]) -> tuple[str, 
     return tuple(value)
 
 
-def _smallest_factor(n: int) -> int | None:
-    for f in range(2, math.isqrt(n) + 1):
-        if n % f == 0:
-            return f
-    return None
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -196,7 +190,7 @@ def arithmetic_grammar(p: int, constants: Sequence[int] = (1, 2), ops: Sequence[
     if not _is_int(p) or not 2 <= p <= MAX_MODULUS:
         raise ConfigError(f"p = {p!r}; expected an integer modulus from 2 to {MAX_MODULUS}")
     ops = _names(ops, "ops", ARITHMETIC_OPS)
-    if "div" in ops and (factor := _smallest_factor(p)) is not None:
+    if "div" in ops and (factor := smallest_factor(p)) is not None:
         raise ConfigError(f"op 'div' needs a prime modulus, but p = {p} = {factor} × {p // factor}; "
                           f"use a prime p or drop 'div' from ops")
     if isinstance(constants, (str, bytes)) or not isinstance(constants, Sequence):

@@ -251,7 +251,7 @@ def _parity_point(point: Point, out: Path) -> dict[str, Any]:
     row = {"n_bits": s["n_bits"], "k": s["k"], "n_samples": s["n_samples"], "relevant": list(task.relevant_bits),
            "subsets": math.comb(s["n_bits"], s["k"])}
     row.update(_search(task, 2 * s["k"] - 1, ("xor",)))
-    row["search_found_planted"] = _same_subset(row["search_map"], task.relevant_bits)
+    row["search_found_planted"] = _same_subset(row["search_map"], s["n_bits"], task.relevant_bits)
     run_dir = out / "runs" / point.key
     row.update(_train_until(config, run_dir))
     series = _relevant_weight_ratio(run_dir, task.relevant_bits)
@@ -265,19 +265,19 @@ def _parity_point(point: Point, out: Path) -> dict[str, Any]:
     return row
 
 
-def _same_subset(text: str | None, relevant: tuple[int, ...]) -> bool:
-    if text is None:
-        return False
-    names = {t.strip() for t in text.replace("(", " ").replace(")", " ").split("^")}
-    return names == {f"x{i}" for i in relevant}
+def _same_subset(text: str | None, n_bits: int, relevant: tuple[int, ...]) -> bool:
+    """Whether the XOR program ``text`` (None: no program) reads exactly the relevant bits."""
+    from progsynth.tasks.expression import parse_boolean, variables
+
+    return text is not None and variables(parse_boolean(text, n_bits)) == {f"x{i}" for i in relevant}
 
 
-def _found_point(point: Point, out: Path, rows: dict[str, dict]) -> dict[str, Any]:
+def _found_point(point: Point, rows: dict[str, dict]) -> dict[str, Any]:
     """Compare the search's MAP with the program extracted from the network of a ``data`` point."""
     import torch
 
     from progsynth.interp.extract import extract_checkpoint
-    from progsynth.tasks.expression import evaluate
+    from progsynth.tasks.expression import evaluate, parse_arithmetic
 
     source = rows.get(point.settings["from"])
     if source is None:
@@ -296,8 +296,6 @@ def _found_point(point: Point, out: Path, rows: dict[str, dict]) -> dict[str, An
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     a, b = a.reshape(-1), b.reshape(-1)
     network_program = extraction.program.predict(a, b).numpy()
-    from progsynth.tasks.expression import parse_arithmetic
-
     values, defined = evaluate(parse_arithmetic(source["search_map"]), {"a": a.numpy(), "b": b.numpy()}, p)
     agree = network_program[defined] == np.asarray(values)[defined]
     return {**row, "compared": True, "extracted_program": extraction.program.text(),
@@ -352,7 +350,7 @@ def run_versus(out: str | Path, experiments: tuple[str, ...] = EXPERIMENTS, quic
         if progress is not None:
             progress(i, len(points), point.key)
         if point.experiment == "found":
-            row = _found_point(point, out, rows)
+            row = _found_point(point, rows)
         else:
             row = runners[point.experiment](point, out)
         row = {"experiment": point.experiment, "key": point.key, "quick": quick, **row}

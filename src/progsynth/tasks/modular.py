@@ -60,6 +60,7 @@ __all__ = [
     "parse_operation",
     "resolve_operation",
     "is_prime",
+    "smallest_factor",
     "ModularTask",
     "ModularData",
     "modular_dataset",
@@ -191,11 +192,14 @@ def resolve_operation(name: str) -> str:
     return found
 
 
+def smallest_factor(n: int) -> int | None:
+    """The smallest proper divisor of n ≥ 2 (trial division up to √n), or None when n is prime."""
+    return next((d for d in range(2, math.isqrt(n) + 1) if n % d == 0), None)
+
+
 def is_prime(n: int) -> bool:
-    """Whether the integer n is prime (trial division; n is a modulus small enough to enumerate p² pairs)."""
-    if n < 2:
-        return False
-    return all(n % d for d in range(2, math.isqrt(n) + 1))
+    """Whether the integer n is prime."""
+    return n >= 2 and smallest_factor(n) is None
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,7 @@ class ModularTask:
             divides = OPERATIONS[canonical].needs_field if canonical in OPERATIONS else \
                 tree is not None and "/" in canonical
             if divides and not is_prime(self.p):
-                divisor = next(d for d in range(2, self.p) if self.p % d == 0)
+                divisor = smallest_factor(self.p)
                 raise ConfigError(
                     f"operation {self.op!r} divides, which needs a field, so p must be prime; got p = {self.p} = "
                     f"{divisor} × {self.p // divisor}"
