@@ -31,3 +31,27 @@ class RunError(ProgsynthError):
 
 class NotApplicableError(ProgsynthError):
     """An analysis was asked of a run it does not apply to (e.g. Fourier programs of a parity task)."""
+
+
+class RunWarning(UserWarning):
+    """Something in a run directory was skipped (a torn last line of an append-only file)."""
+
+
+def os_error(error: OSError, action: str, path: object = None) -> RunError:
+    """The one-line RunError for an operating-system error while ``action`` (e.g. 'write') a path:
+    names the path and the cause (no space left, read-only file system, name too long, not a
+    directory, ...), and says that the run stays resumable where that applies."""
+    import errno
+
+    where = getattr(error, "filename", None) or path
+    shown = str(where)
+    if len(shown) > 120:
+        shown = shown[:60] + "…" + shown[-40:]
+    reason = error.strerror or str(error)
+    advice = {errno.ENOSPC: "; free some space, then resume (nothing written so far is lost)",
+              errno.EDQUOT: "; free some space, then resume (nothing written so far is lost)",
+              errno.EROFS: "; write somewhere writable (nothing was changed)",
+              errno.ENAMETOOLONG: "; choose a shorter path",
+              errno.EACCES: "; check the permissions",
+              errno.ENOTDIR: "; a part of the path is a file, not a directory"}.get(error.errno, "")
+    return RunError(f"cannot {action} {shown!r}: {reason}{advice}")

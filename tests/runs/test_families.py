@@ -114,7 +114,7 @@ def test_train_command_takes_every_family(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--task", "graph"], "unknown task family 'graph'; expected one of modular, parity, boolean"),
-    (["--task", "parity", "--p", "7"], "p do not apply to the parity family; its fields are n_bits"),
+    (["--task", "parity", "--p", "7"], "'p' do not apply to the parity family; its fields are n_bits"),
     (["--op", "a ** b"], "unknown operation 'a \\*\\* b'; expected one of add, sub"),
     (["--task", "boolean", "--model", "transformer"], "choose the model 'mlp' or 'gromov'"),
 ])

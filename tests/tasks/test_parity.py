@@ -59,10 +59,10 @@ def test_encodings():
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"n_bits": 4, "k": 5}, "k .* at most n_bits = 4"),
-     ({"n_bits": 0, "k": 1}, "n_bits must be an integer ≥ 1"),
+     ({"n_bits": 0, "k": 1}, "n_bits must be an integer from 1 to 4096"),
      ({"n_bits": 4, "k": 0}, "k must be an integer ≥ 1"),
      ({"n_bits": 17, "k": 3}, "too many to enumerate"),
-     ({"n_bits": 20, "k": 3, "n_samples": 0}, "n_samples must be an integer ≥ 1"),
+     ({"n_bits": 20, "k": 3, "n_samples": 0}, "n_samples must be an integer from 1 to 10000000"),
      ({"n_bits": 4, "k": 2, "train_fraction": 0}, r"train_fraction must be a number in \(0, 1\]")],
 )
 def test_errors(kwargs, message):

@@ -59,7 +59,7 @@ def test_a_config_written_before_families_still_opens(tmp_path):
 def test_unknown_family_and_fields_are_named():
     with pytest.raises(ConfigError, match="unknown task family 'graph'; expected one of modular, parity, boolean"):
         make_task("graph")
-    with pytest.raises(ConfigError, match="task field.s. p do not apply to the parity family; its fields are n_bits"):
+    with pytest.raises(ConfigError, match="task field.s. 'p' do not apply to the parity family; its fields are n_bits"):
         make_task("parity", p=7)
     with pytest.raises(ConfigError, match="must be a mapping"):
         task_from_dict(["modular"])
@@ -70,7 +70,7 @@ def test_override_switches_family_and_checks_fields():
     parity = config.override(**{"task.family": "parity", "task.n_bits": 8, "task.k": 2})
     assert parity.task == make_task("parity", n_bits=8, k=2)
     assert config.override(**{"task.p": 31}).task == make_task("modular", p=31, train_fraction=0.3)
-    with pytest.raises(ConfigError, match="k do not apply to the modular family"):
+    with pytest.raises(ConfigError, match="'k' do not apply to the modular family"):
         config.override(**{"task.k": 2})
 
 

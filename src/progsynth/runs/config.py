@@ -15,14 +15,36 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from progsynth.core.optim import OPTIMIZER_NAMES
 from progsynth.errors import ConfigError
 from progsynth.tasks import Task, make_task, task_from_dict, task_to_dict
+from progsynth.tasks.common import check_int, check_seed
 from progsynth.tasks.registry import DEFAULT_FAMILY, is_task
+
+MAX_STEPS = 10**9
+"""Most optimizer steps a run may ask for (epochs × steps per epoch)."""
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(what: str, value: Any, low: float, high: float = math.inf, open_low: bool = False,
+            open_high: bool = False) -> float:
+    """``value`` if it is a finite real number (not a bool) in the interval, else ConfigError naming it."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    if not ok:
+        interval = (("(" if open_low else "[") + f"{low:g}, " + (f"{high:g}" if math.isfinite(high) else "∞")
+                    + (")" if open_high or not math.isfinite(high) else "]"))
+        raise ConfigError(f"{what} must be a finite number in {interval}, got {_shown(value)}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -45,11 +67,10 @@ class ModelConfig:
     """Embedding-MLP activation: 'relu' or 'gelu'."""
 
     def validate(self) -> None:
-        _check(self.name in ("transformer", "gromov", "mlp"),
-               f"model.name must be one of 'transformer', 'gromov', 'mlp', got {self.name!r}")
+        _check(isinstance(self.name, str) and self.name in ("transformer", "gromov", "mlp"),
+               f"model.name must be one of 'transformer', 'gromov', 'mlp', got {_shown(self.name)}")
         for name in ("d_model", "n_heads", "d_head", "d_mlp"):
-            value = getattr(self, name)
-            _check(isinstance(value, int) and value > 0, f"model.{name} must be a positive integer, got {value!r}")
+            check_int(f"model.{name}", getattr(self, name), 1, 1 << 16)
 
 
 @dataclass(frozen=True)
@@ -68,8 +89,12 @@ class OptimConfig:
     """Adam/AdamW second-moment decay."""
 
     def validate(self) -> None:
-        _check(self.lr > 0 and math.isfinite(self.lr), f"optim.lr must be positive and finite, got {self.lr!r}")
-        _check(self.weight_decay >= 0, f"optim.weight_decay must be ≥ 0, got {self.weight_decay!r}")
+        _check(isinstance(self.name, str) and self.name in OPTIMIZER_NAMES,
+               f"optim.name must be one of {', '.join(OPTIMIZER_NAMES)}, got {_shown(self.name)}")
+        _number("optim.lr", self.lr, 0, open_low=True)
+        _number("optim.weight_decay", self.weight_decay, 0)
+        _number("optim.beta1", self.beta1, 0, 1, open_high=True)
+        _number("optim.beta2", self.beta2, 0, 1, open_high=True)
 
 
 @dataclass(frozen=True)
@@ -105,18 +130,19 @@ class RunConfig:
         _check(is_task(self.task), f"task must be a task of a registered family, got {type(self.task).__name__}")
         self.model.validate()
         self.optim.validate()
-        _check(self.loss in ("cross_entropy", "mse"), f"loss must be 'cross_entropy' or 'mse', got {self.loss!r}")
-        _check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
-        _check(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size > 0),
-               f"batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
-        _check(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        _check(self.loss_dtype in (None, "float32", "float64"),
-               f"loss_dtype must be None, 'float32' or 'float64', got {self.loss_dtype!r}")
-        _check(isinstance(self.metrics_every, int) and self.metrics_every >= 1,
-               f"metrics_every must be a positive integer, got {self.metrics_every!r}")
-        _check(isinstance(self.max_checkpoints, int) and self.max_checkpoints >= 2,
-               f"max_checkpoints must be an integer ≥ 2, got {self.max_checkpoints!r}")
-        _check(self.resume_every_s > 0, f"resume_every_s must be positive, got {self.resume_every_s!r}")
+        _check(isinstance(self.loss, str) and self.loss in ("cross_entropy", "mse"),
+               f"loss must be 'cross_entropy' or 'mse', got {_shown(self.loss)}")
+        check_int("epochs", self.epochs, 1, MAX_STEPS)
+        if self.batch_size is not None:
+            check_int("batch_size (None: full batch)", self.batch_size, 1, MAX_STEPS)
+        _check(isinstance(self.dtype, str) and self.dtype in ("float32", "float64"),
+               f"dtype must be 'float32' or 'float64', got {_shown(self.dtype)}")
+        _check(self.loss_dtype is None or (isinstance(self.loss_dtype, str) and self.loss_dtype in ("float32", "float64")),
+               f"loss_dtype must be None, 'float32' or 'float64', got {_shown(self.loss_dtype)}")
+        check_seed("seed", self.seed)
+        check_int("metrics_every", self.metrics_every, 1, MAX_STEPS)
+        check_int("max_checkpoints", self.max_checkpoints, 2, 100_000)
+        _number("resume_every_s", self.resume_every_s, 0, open_low=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready data (what ``config.json`` holds). A task holding a Python
@@ -133,19 +159,20 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Build and validate a config from a dict (unknown keys are an error, naming the key)."""
+        _check(isinstance(data, dict), f"a config must be a JSON object (a mapping of keys), got {_shown(data)}")
         nested = {"model": ModelConfig, "optim": OptimConfig}
         known = {f.name for f in fields(cls)}
         for key in data:
-            _check(key in known, f"unknown config key {key!r}; expected one of {sorted(known)}")
+            _check(key in known, f"unknown config key {_shown(key)}; expected one of {sorted(known)}")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key == "task":
                 kwargs[key] = task_from_dict(value)
             elif key in nested:
                 sub_known = {f.name for f in fields(nested[key])}
-                _check(isinstance(value, dict), f"config key {key!r} must be a mapping, got {value!r}")
+                _check(isinstance(value, dict), f"config key {key!r} must be a mapping, got {_shown(value)}")
                 for sub in value:
-                    _check(sub in sub_known, f"unknown config key {key}.{sub}; expected one of {sorted(sub_known)}")
+                    _check(sub in sub_known, f"unknown config key {key}.{_shown(sub)}; expected one of {sorted(sub_known)}")
                 kwargs[key] = nested[key](**value)
             else:
                 kwargs[key] = value
@@ -158,12 +185,22 @@ class RunConfig:
         """Read a JSON config file."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except json.JSONDecodeError as error:
+        except IsADirectoryError:
+            raise ConfigError(f"config file {str(path)!r} is a directory; give its config.json") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({error.reason} at byte "
+                              f"{error.start})") from None
+        except (json.JSONDecodeError, RecursionError) as error:
             raise ConfigError(f"config file {str(path)!r} is not valid JSON: {error}") from None
-        return cls.from_dict(data)
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror or error}") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"config file {str(path)!r}: {error}") from None
 
     def _task_with(self, changes: dict[str, Any]) -> Task:
         """The task with ``changes`` to its fields; a ``family`` other than the current one starts a

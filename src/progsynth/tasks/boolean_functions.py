@@ -33,8 +33,8 @@ import torch
 
 from progsynth.core.boolean import Circuit, pack, unpack
 from progsynth.errors import ConfigError
-from progsynth.tasks.common import (BitOperands, TaskData, bit_strings, check_int, check_train_fraction,
-                                    import_function,
+from progsynth.tasks.common import (MAX_BITS, MAX_GATES, MAX_SAMPLES, BitOperands, TaskData, bit_strings, check_int,
+                                    check_seed, check_train_fraction, import_function,
                                     is_import_path, train_test_split)
 from progsynth.tasks.expression import evaluate, parse_boolean, render
 from progsynth.tasks.parity import MAX_ENUMERATED_BITS
@@ -90,16 +90,16 @@ class BooleanTask(BitOperands):
     """The function ``module:function`` names (derived from ``function``)."""
 
     def __post_init__(self) -> None:
-        check_int("n_bits", self.n_bits, 1)
-        check_int("seed", self.seed, 0)
+        check_int("n_bits", self.n_bits, 1, MAX_BITS)
+        check_seed("seed", self.seed)
         check_train_fraction(self.train_fraction)
-        check_int("split_seed", self.split_seed, 0)
+        check_seed("split_seed", self.split_seed)
         if self.n_samples is None:
             if self.n_bits > MAX_ENUMERATED_BITS:
                 raise ConfigError(f"n_bits = {self.n_bits} is too many to enumerate all 2^{self.n_bits} strings "
                                   f"(at most {MAX_ENUMERATED_BITS}); give n_samples to draw a sample instead")
         else:
-            check_int("n_samples", self.n_samples, 1)
+            check_int("n_samples", self.n_samples, 1, MAX_SAMPLES)
         if not isinstance(self.function, str):
             raise ConfigError(f"function must be text, one of {', '.join(BOOLEAN_FUNCTIONS)}; "
                               f"got {type(self.function).__name__}")
@@ -113,7 +113,7 @@ class BooleanTask(BitOperands):
                                   f"got {self.n_bits}")
         elif kind == "random-circuit":
             try:
-                check_int("random-circuit gates", int(rest), 1)
+                check_int("random-circuit gates", int(rest), 1, MAX_GATES)
             except ValueError:
                 raise ConfigError(f"function {text!r}: random-circuit:G needs a number of gates G ≥ 1") from None
             text = f"random-circuit:{int(rest)}"

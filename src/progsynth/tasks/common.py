@@ -31,7 +31,7 @@ from progsynth.errors import ConfigError
 
 __all__ = ["INPUT_KINDS", "DOMAINS", "Task", "BitOperands",
            "TaskData", "train_test_split", "one_hot_concat", "check_int",
-           "check_train_fraction", "bit_strings", "import_function", "is_import_path"]
+           "check_seed", "MAX_SEED", "MAX_P", "MAX_BITS", "MAX_SAMPLES", "MAX_GATES", "check_train_fraction", "bit_strings", "import_function", "is_import_path"]
 
 INPUT_KINDS = ("tokens", "onehot")
 """The input encodings a model can ask a task for (see the module docstring)."""
@@ -101,11 +101,31 @@ class BitOperands:
         return tuple(f"x{i}" for i in range(self.n_bits))
 
 
-def check_int(what: str, value: Any, minimum: int) -> int:
-    """Return ``value`` if it is an int (not a bool) ≥ ``minimum``, else raise ConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{what} must be an integer ≥ {minimum}, got {value!r}")
+MAX_SEED = 2**63 - 1
+"""Largest seed (torch generators take 64-bit seeds)."""
+MAX_P = 2048
+"""Largest modulus of a modular task (its p² pairs, 4.2 million, are held in memory)."""
+MAX_BITS = 4096
+"""Most input bits of a bit task."""
+MAX_SAMPLES = 10_000_000
+"""Most sampled strings of a bit task."""
+MAX_GATES = 100_000
+"""Most gates of a random circuit."""
+
+
+def check_int(what: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int (not a bool) in [minimum, maximum], else raise ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
+            (maximum is not None and value > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f"≥ {minimum}"
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{what} must be an integer {bound}, got {shown}")
     return value
+
+
+def check_seed(what: str, value: Any) -> int:
+    """A seed: an integer from 0 to ``MAX_SEED``."""
+    return check_int(what, value, 0, MAX_SEED)
 
 
 def check_train_fraction(value: Any) -> float:
@@ -161,7 +181,7 @@ def train_test_split(n: int, train_fraction: float, split_seed: int) -> tuple[to
             f"train_fraction {train_fraction!r} of {n} examples selects no training example; "
             f"expected at least 1/{n}"
         )
-    generator = torch.Generator().manual_seed(check_int("split_seed", split_seed, 0))
+    generator = torch.Generator().manual_seed(check_seed("split_seed", split_seed))
     order = torch.randperm(n, generator=generator)
     return order[:n_train].sort().values, order[n_train:].sort().values
 

@@ -50,7 +50,7 @@ from typing import Any, Callable, ClassVar, Optional, Union
 import torch
 
 from progsynth.errors import ConfigError
-from progsynth.tasks.common import (TaskData, check_int, check_train_fraction, import_function, is_import_path,
+from progsynth.tasks.common import (MAX_P, TaskData, check_int, check_seed, check_train_fraction, import_function, is_import_path,
                                     one_hot_concat, train_test_split)
 from progsynth.tasks.expression import Const, Expr, Op, Pow, Var, evaluate, parse_arithmetic, render
 
@@ -228,7 +228,7 @@ class ModularTask:
     """The user function ``op`` names or is (derived from ``op``)."""
 
     def __post_init__(self) -> None:
-        check_int("p", self.p, 2)
+        check_int("p", self.p, 2, MAX_P)
         if isinstance(self.op, str):
             canonical, tree = parse_operation(self.op)
             object.__setattr__(self, "op", canonical)
@@ -251,7 +251,7 @@ class ModularTask:
                 f"got {type(self.op).__name__}"
             )
         check_train_fraction(self.train_fraction)
-        check_int("split_seed", self.split_seed, 0)
+        check_seed("split_seed", self.split_seed)
 
     @property
     def op_name(self) -> str:

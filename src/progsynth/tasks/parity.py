@@ -22,7 +22,8 @@ from typing import ClassVar, Optional
 import torch
 
 from progsynth.errors import ConfigError
-from progsynth.tasks.common import BitOperands, TaskData, bit_strings, check_int, check_train_fraction, train_test_split
+from progsynth.tasks.common import (MAX_BITS, MAX_SAMPLES, BitOperands, TaskData, bit_strings, check_int, check_seed,
+                                    check_train_fraction, train_test_split)
 
 __all__ = ["ParityTask", "parity_dataset", "MAX_ENUMERATED_BITS"]
 
@@ -51,13 +52,13 @@ class ParityTask(BitOperands):
     """None: all 2ⁿ strings (n ≤ 16); otherwise this many uniformly drawn strings."""
 
     def __post_init__(self) -> None:
-        check_int("n_bits", self.n_bits, 1)
+        check_int("n_bits", self.n_bits, 1, MAX_BITS)
         check_int("k", self.k, 1)
         if self.k > self.n_bits:
             raise ConfigError(f"k (relevant bits) must be at most n_bits = {self.n_bits}, got k = {self.k}")
-        check_int("seed", self.seed, 0)
+        check_seed("seed", self.seed)
         check_train_fraction(self.train_fraction)
-        check_int("split_seed", self.split_seed, 0)
+        check_seed("split_seed", self.split_seed)
         if self.n_samples is None:
             if self.n_bits > MAX_ENUMERATED_BITS:
                 raise ConfigError(
@@ -65,7 +66,7 @@ class ParityTask(BitOperands):
                     f"(at most {MAX_ENUMERATED_BITS}); give n_samples to draw a sample instead"
                 )
         else:
-            check_int("n_samples", self.n_samples, 1)
+            check_int("n_samples", self.n_samples, 1, MAX_SAMPLES)
 
     @property
     def relevant_bits(self) -> tuple[int, ...]:

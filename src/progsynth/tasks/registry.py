@@ -28,7 +28,7 @@ DEFAULT_FAMILY = "modular"
 
 
 def _family(name: Any) -> type:
-    if name not in FAMILIES:
+    if not isinstance(name, str) or name not in FAMILIES:
         raise ConfigError(f"unknown task family {name!r}; expected one of {', '.join(FAMILIES)}")
     return FAMILIES[name]
 
@@ -47,7 +47,7 @@ def make_task(family: str = DEFAULT_FAMILY, **values: Any) -> Task:
     known = task_fields(family)
     unknown = [name for name in values if name not in known]
     if unknown:
-        raise ConfigError(f"task field(s) {', '.join(unknown)} do not apply to the {family} family; "
+        raise ConfigError(f"task field(s) {', '.join(map(repr, unknown))} do not apply to the {family} family; "
                           f"its fields are {', '.join(known)}")
     return cls(**values)
 
