@@ -99,20 +99,21 @@ def measure_run(run: str | Path, progress: ProgressFn | None = None,
     """Measure every scheduled checkpoint of ``run`` not yet measured with the final checkpoint's
     relabelling and key frequencies, appending rows to its measures.jsonl (module docstring)."""
     store = RunStore.open(run)
-    steps = store.checkpoint_steps()
-    if not steps:
-        raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to measure")
-    experiment = Experiment(store.config())
-    final = extract(experiment, load_params(store, experiment, steps[-1]), steps[-1], key_threshold)
-    relabelling, key = final.program.relabelling.name, final.key_frequencies
-    done = set(_matching(_interp_rows(store), relabelling, key).get("step", pd.Series(dtype=int)).tolist())
-    todo = [s for s in steps if s not in done]
-    for i, step in enumerate(todo, 1):
-        row = progress_measures(experiment, load_params(store, experiment, step), final.grid, key)
-        store.append_measures({"step": step, **row})
-        if progress:
-            progress(i, len(todo), step)
-    return RunMeasures(final, load_measures(store.path), len(todo), len(steps) - len(todo))
+    with store.writer():  # one measuring process at a time, so no step is measured twice
+        steps = store.checkpoint_steps()
+        if not steps:
+            raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to measure")
+        experiment = Experiment(store.config())
+        final = extract(experiment, load_params(store, experiment, steps[-1]), steps[-1], key_threshold)
+        relabelling, key = final.program.relabelling.name, final.key_frequencies
+        done = set(_matching(_interp_rows(store), relabelling, key).get("step", pd.Series(dtype=int)).tolist())
+        todo = [s for s in steps if s not in done]
+        for i, step in enumerate(todo, 1):
+            row = progress_measures(experiment, load_params(store, experiment, step), final.grid, key)
+            store.append_measures({"step": step, **row})
+            if progress:
+                progress(i, len(todo), step)
+        return RunMeasures(final, load_measures(store.path), len(todo), len(steps) - len(todo))
 
 
 def load_measures(run: str | Path) -> pd.DataFrame:

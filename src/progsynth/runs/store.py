@@ -162,6 +162,9 @@ class RunStore:
             os.replace(staging, path)
         except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, OSError) and error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise RunError(f"run directory {str(path)!r} was just created by another process; "
+                               "choose another --out") from None
             if isinstance(error, OSError):
                 raise os_error(error, "create", path) from None
             raise

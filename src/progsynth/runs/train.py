@@ -13,8 +13,12 @@ a fixed thread count).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +27,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from progsynth.core.learner import TrainState
-from progsynth.errors import ConfigError, NonFiniteError, RunError
+from progsynth.errors import ConfigError, NonFiniteError, RunError, os_error
 from progsynth.runs.config import RunConfig
 from progsynth.runs.experiment import Experiment
 from progsynth.runs.schedule import checkpoint_schedule
@@ -90,7 +94,11 @@ def train(
     experiment = Experiment(config)  # validates task and model before any directory exists
     dirs = [out] if len(seeds) == 1 else [out / SEED_DIR.format(s) for s in seeds]
     for d in dirs:
-        if d.exists() and any(d.iterdir()):
+        try:
+            taken = d.exists() and (not d.is_dir() or any(d.iterdir()))
+        except OSError as error:
+            raise os_error(error, "create", d) from None
+        if taken:
             raise RunError(f"run directory {str(d)!r} already exists and is not empty; "
                            "choose another --out or resume it with --resume")
     states, stores = [], []
@@ -100,8 +108,8 @@ def train(
         rng = _batch_generator(seeded)
         stores.append(RunStore.create(d, seeded, _checkpoint_tensors(state, rng)))
         states.append((state, rng))
-    loop = _Loop(experiment, config, stores, states, progress, should_stop)
-    return loop.run()
+    with _writing(stores):
+        return _Loop(experiment, config, stores, states, progress, should_stop).run()
 
 
 def resume(run_dir: str | Path, progress: ProgressFn | None = None,
@@ -117,6 +125,22 @@ def resume(run_dir: str | Path, progress: ProgressFn | None = None,
         if not dirs:
             raise RunError(f"{str(run_dir)!r} is neither a run directory (no config.json) nor a group of seed-N runs")
     stores = [RunStore.open(d) for d in dirs]
+    with _writing(stores):
+        return _resume_locked(run_dir, stores, progress, should_stop)
+
+
+@contextlib.contextmanager
+def _writing(stores: list[RunStore]) -> Iterator[None]:
+    """Hold every store's write lock (``RunStore.writer``), so a second trainer is refused."""
+    with contextlib.ExitStack() as stack:
+        for store in stores:
+            stack.enter_context(store.writer())
+        yield
+
+
+def _resume_locked(run_dir: Path, stores: list[RunStore], progress: ProgressFn | None,
+                   should_stop: Callable[[int], bool] | None) -> TrainResult:
+    """``resume`` once the locks are held: read the newest state, drop newer metrics, train on."""
     configs = [s.config() for s in stores]
     config = configs[0]
     experiment = Experiment(config)
@@ -129,12 +153,30 @@ def resume(run_dir: str | Path, progress: ProgressFn | None = None,
         rng = _batch_generator(seeded)
         if rng is not None:
             rng.restore(checkpoint.tensors["rng"])
-        store.truncate_metrics(checkpoint.step)
         states.append((state, rng))
     if len({s.step for s, _ in states}) != 1:
         raise RunError(f"the seeds in {str(run_dir)!r} stopped at different steps "
                        f"({[s.step for s, _ in states]}); resume them one by one")
+    for store, (state, _) in zip(stores, states):  # only now, when nothing can fail any more, touch the files
+        store.truncate_metrics(state.step)
     return _Loop(experiment, config, stores, states, progress, should_stop).run()
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[Callable[[], bool]]:
+    """For the body of the ``with``, Ctrl-C (SIGINT) only sets a flag that the yielded callable
+    reads, so the loop stops between steps: a step, a metrics row or a checkpoint is never cut in
+    half, and a second Ctrl-C cannot interrupt the saving of the resume point. Signals reach only
+    the main thread; elsewhere the flag stays False and nothing changes."""
+    received = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield received.is_set
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: received.set())
+    try:
+        yield received.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _BatchOrder:
@@ -255,26 +297,28 @@ class _Loop:
         skip = self.step % self.steps_per_epoch  # minibatch position within the epoch on resume
         for _ in range(skip):
             next(batches)
-        try:
-            while self.step < self.total:
-                x, y = next(batches)
-                self._step(x, y)
-                self.step += 1
-                if self.step % self.config.metrics_every == 0 or self.step == self.total:
-                    self._log()
-                    if self.progress:
-                        self.progress(self.step, self.total, self.last_rows)
-                if self.step in self.schedule:
-                    self._save(resume_point=False)
-                if time.monotonic() - last_resume_save > self.config.resume_every_s:
-                    self._save(resume_point=True)
-                    last_resume_save = time.monotonic()
-                if self.should_stop and self.should_stop(self.step) and self.step < self.total:
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            interrupted = True
-            self._save(resume_point=True)
-        if not interrupted and (not self.last_rows or self.last_rows[0]["step"] != self.step):
-            self._log()
+        with _deferred_interrupts() as interrupt_requested:
+            try:
+                while self.step < self.total:
+                    x, y = next(batches)
+                    self._step(x, y)
+                    self.step += 1
+                    if self.step % self.config.metrics_every == 0 or self.step == self.total:
+                        self._log()
+                        if self.progress:
+                            self.progress(self.step, self.total, self.last_rows)
+                    if self.step in self.schedule:
+                        self._save(resume_point=False)
+                    if time.monotonic() - last_resume_save > self.config.resume_every_s:
+                        self._save(resume_point=True)
+                        last_resume_save = time.monotonic()
+                    stop = interrupt_requested() or (self.should_stop is not None and self.should_stop(self.step))
+                    if stop and self.step < self.total:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:  # Ctrl-C (the flag) or a KeyboardInterrupt raised by a callback
+                interrupted = True
+                self._save(resume_point=True)
+            if not interrupted and (not self.last_rows or self.last_rows[0]["step"] != self.step):
+                self._log()
         return TrainResult([s.path for s in self.stores], self.step, self.total, self.last_rows,
                            interrupted, time.monotonic() - started)

@@ -109,8 +109,9 @@ def search_run(run: str | Path, max_size: int = DEFAULT_MAX_SIZE, gates: Sequenc
     store = RunStore.open(run)
     found = search_task(store.config().task, max_size, gates, progress=progress, **limits)
     summary = found.to_dict()
-    store.append_measures({"analysis": ANALYSIS, "recorded": time.time(),
-                           **{k: summary[k] for k in _RECORDED}})
+    with store.writer():
+        store.append_measures({"analysis": ANALYSIS, "recorded": time.time(),
+                               **{k: summary[k] for k in _RECORDED}})
     return found
 
 

@@ -126,17 +126,18 @@ def estimate_run_llc(
     no estimate with the same settings yet, appending one row per step to measures.jsonl."""
     config.validate()
     store = RunStore.open(run)
-    available = store.checkpoint_steps()
-    if not available:
-        raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to estimate the LLC at")
-    chosen = parse_steps(None, available) if steps is None else parse_steps(",".join(map(str, steps)), available)
-    done = set(load_llc(store.path, config).get("step", pd.Series(dtype=int)).tolist())
-    todo = [s for s in chosen if s not in done]
-    experiment = Experiment(store.config()) if todo else None
-    for i, step in enumerate(todo, 1):
-        store.append_measures(_row(step, llc_checkpoint(experiment, store, step, config), config))
-        if progress:
-            progress(i, len(todo), step)
-    table = load_llc(store.path, config)
-    table = table[table["step"].isin(chosen)].reset_index(drop=True) if not table.empty else table
-    return RunLLC(table, tuple(todo), tuple(s for s in chosen if s in done))
+    with store.writer():  # one estimating process at a time, so no step is estimated twice
+        available = store.checkpoint_steps()
+        if not available:
+            raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to estimate the LLC at")
+        chosen = parse_steps(None, available) if steps is None else parse_steps(",".join(map(str, steps)), available)
+        done = set(load_llc(store.path, config).get("step", pd.Series(dtype=int)).tolist())
+        todo = [s for s in chosen if s not in done]
+        experiment = Experiment(store.config()) if todo else None
+        for i, step in enumerate(todo, 1):
+            store.append_measures(_row(step, llc_checkpoint(experiment, store, step, config), config))
+            if progress:
+                progress(i, len(todo), step)
+        table = load_llc(store.path, config)
+        table = table[table["step"].isin(chosen)].reset_index(drop=True) if not table.empty else table
+        return RunLLC(table, tuple(todo), tuple(s for s in chosen if s in done))
