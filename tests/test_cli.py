@@ -4,6 +4,8 @@ and the demo pipeline (train, measure, report; interrupted demos continue)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -63,8 +65,8 @@ def test_an_interrupted_demo_continues_where_it_stopped(tmp_path: Path) -> None:
     out = tmp_path / "demo"
 
     def ctrl_c(step: int, total: int, rows: list) -> None:
-        if step >= 60:
-            raise KeyboardInterrupt
+        if step == 60:  # a real Ctrl-C: the loop finishes the step, saves and stops
+            os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
         run_demo(out, GROKS, llc=False, progress=DemoProgress(train=ctrl_c))
@@ -90,3 +92,46 @@ def test_demo_command_json_is_the_last_line(tmp_path: Path, monkeypatch: pytest.
     out = json.loads(result.output.strip().splitlines()[-1])
     assert out["report"].endswith("report.html") and out["steps"] == GROKS.epochs
     assert set(out["seconds"]) == {"train", "measure", "report"}
+
+
+def test_ctrl_c_in_a_command_says_what_is_kept_and_exits_130(monkeypatch: pytest.MonkeyPatch, grokked_run: Path) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("progsynth.slt.run_llc.estimate_run_llc", interrupted)
+    result = runner.invoke(app, ["llc", str(grokked_run), "--checkpoints", "0"])
+    assert result.exit_code == 130
+    assert "interrupted; everything finished before Ctrl-C is saved" in result.output
+
+
+def test_an_os_error_escaping_a_command_is_one_line_naming_the_path(monkeypatch: pytest.MonkeyPatch,
+                                                                    grokked_run: Path) -> None:
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/some/where.png")
+
+    monkeypatch.setattr("progsynth.report.html.write_report", full)
+    result = runner.invoke(app, ["report", str(grokked_run)])
+    assert result.exit_code == 1
+    assert "cannot use '/some/where.png': No space left on device; free some space" in result.output
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--resume", ""], "--resume needs a run directory, got an empty string"),
+    (["--resume", "{RUN}", "--epochs", "5", "--task-seed", "3"], "drop --epochs, --task-seed"),
+])
+def test_resume_refuses_what_it_would_ignore(argv: list[str], needle: str, grokked_run: Path) -> None:
+    result = runner.invoke(app, ["train", *[a.replace("{RUN}", str(grokked_run)) for a in argv]])
+    assert result.exit_code == 1 and needle in result.output
+
+
+def test_llc_dln_reports_meaningless_estimates_as_warnings() -> None:
+    argv = ["llc-dln", "--widths", "4,3", "--rank", "3", "--n", "500", "--epsilon", "1e-12", "--chains", "1",
+            "--draws", "5", "--burnin", "0"]
+    text = runner.invoke(app, argv)
+    assert text.exit_code == 0 and "all checks passed" not in text.output
+    assert text.output.count("warning:") == 3
+    warnings = json.loads(runner.invoke(app, [*argv, "--json"]).output.strip().splitlines()[-1])["diagnostics"]["warnings"]
+    assert [w.split(":")[0].split(" (")[0][:20] for w in warnings] == \
+        ["only one healthy cha", "only 5 draws per cha", "chains [0] barely mo"]

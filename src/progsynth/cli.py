@@ -2,14 +2,15 @@
 
 Conventions (every command): ``--json`` prints one JSON object as the last line of output; exit
 code 0 on success, 2 on a usage error, 1 on a failure (a ``ProgsynthError``, printed without a
-stack trace).
+stack trace), 130 on Ctrl-C. ``_Commands.invoke`` is the one place where a failure that escapes
+a command becomes that one line: a ProgsynthError as it is, an operating-system error through
+``errors.os_error`` (naming the path), Ctrl-C as a line saying that finished work is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from progsynth.errors import ProgsynthError
+from progsynth.errors import ProgsynthError, os_error
 
 DEFAULT_DEMO_OUT = "runs/quick"
 """Where ``progsynth demo`` puts its run (the demo module's default too)."""
@@ -36,14 +38,35 @@ progsynth report runs/q/seed-0 --png
 progsynth llc-dln --widths 20,10,10,10,20 --rank 5
 progsynth circuit iris --classes 3"""
 
+INTERRUPTED = ("interrupted; everything finished before Ctrl-C is saved (a run's resume point, every "
+               "measures.jsonl row written): run the same command again to continue")
+"""What Ctrl-C prints when it stops a command that has no message of its own."""
+
+
+class _Commands(TyperGroup):
+    """The command group: turns what escapes a command into one line and an exit code (module docstring)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ProgsynthError as error:
+            fail(error)
+        except OSError as error:
+            fail(os_error(error, "use"))
+        except KeyboardInterrupt:
+            Console(stderr=True, soft_wrap=True).print(INTERRUPTED, markup=False)
+            raise typer.Exit(code=130) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="progsynth: deep learning as program synthesis.",
     epilog=EXAMPLES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-circuit_app = typer.Typer(help="Boolean circuits learned by reverse derivative ascent.", no_args_is_help=True)
+circuit_app = typer.Typer(cls=_Commands, help="Boolean circuits learned by reverse derivative ascent.", no_args_is_help=True)
 app.add_typer(circuit_app, name="circuit")
 
 console = Console(stderr=False)
@@ -71,12 +94,8 @@ def fail(error: ProgsynthError) -> None:
 
 
 def main() -> None:
-    """Entry point that turns ProgsynthError into exit code 1 without a stack trace."""
-    try:
-        app()
-    except ProgsynthError as error:  # pragma: no cover - typer normally handles this in commands
-        _print_error(error)
-        sys.exit(1)
+    """Entry point (``progsynth``); failures become one line in ``_Commands.invoke``."""
+    app()
 
 
 @contextlib.contextmanager
@@ -142,13 +161,23 @@ _TRAIN_FRACTION = typer.Option(None, "--train-fraction", help="Fraction of the e
 _SPLIT_SEED = typer.Option(None, "--split-seed", help="Seed of the train/test split.")
 
 
+_TASK_FLAGS = {"task.family": "--task", "task.op": "--op", "task.p": "--p", "task.n_bits": "--n-bits",
+               "task.k": "--k", "task.n_samples": "--n-samples", "task.function": "--function",
+               "task.seed": "--task-seed", "task.train_fraction": "--train-fraction", "task.split_seed": "--split-seed"}
+"""The config field each task option sets, and the option's name (for errors naming the flags given)."""
+
+
 def _task_changes(task: str | None, op: str | None, p: int | None, n_bits: int | None, k: int | None,
                   n_samples: int | None, function: str | None, task_seed: int | None,
                   train_fraction: float | None, split_seed: int | None) -> dict[str, Any]:
     """The task options as ``RunConfig.override`` changes (None: not given)."""
-    return {"task.family": task, "task.op": op, "task.p": p, "task.n_bits": n_bits, "task.k": k,
-            "task.n_samples": n_samples, "task.function": function, "task.seed": task_seed,
-            "task.train_fraction": train_fraction, "task.split_seed": split_seed}
+    values = (task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction, split_seed)
+    return dict(zip(_TASK_FLAGS, values))
+
+
+def _given_task_flags(changes: dict[str, Any]) -> list[str]:
+    """The task options that were given, by their flag names."""
+    return [_TASK_FLAGS[field] for field, value in changes.items() if value is not None]
 
 
 @app.command()
@@ -180,9 +209,19 @@ def train(
     from progsynth.runs.config import RunConfig, family_preset, preset
     from progsynth.runs.train import parse_seeds, resume, train as train_run
 
+    from progsynth.errors import ConfigError
+
     bar, update = _progress_bar(as_json)
     try:
-        if resume_dir:
+        if resume_dir is not None and not resume_dir.strip():
+            raise ConfigError("--resume needs a run directory, got an empty string")
+        if resume_dir is not None:
+            fixed = {"--preset": preset_name, "--config": config_file, "--out": out, "--seeds": seeds, "--model": model,
+                     "--epochs": epochs, "--lr": lr, "--weight-decay": weight_decay, "--seed": seed}
+            given = [flag for flag, value in fixed.items() if value is not None] + _given_task_flags(
+                _task_changes(task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction, split_seed))
+            if given:
+                raise ConfigError(f"--resume continues a run with its own config.json; drop {', '.join(given)}")
             result = resume(resume_dir, progress=update)
         else:
             preset_name = preset_name or family_preset(task)
@@ -428,10 +467,9 @@ def search(
         size = DEFAULT_MAX_SIZE if max_size is None else max_size
         with _search_bar(as_json) as update:
             if run is not None:
-                given = [flag for flag, value in changes.items() if value is not None]
+                given = _given_task_flags(changes)
                 if given:
-                    raise ConfigError(f"a run directory fixes its task; drop the task flag(s) "
-                                      f"{', '.join('--' + f.split('.')[1].replace('_', '-') for f in given)}")
+                    raise ConfigError(f"a run directory fixes its task; drop the task flag(s) {', '.join(given)}")
                 found = search_run(run, size, gate_list, progress=update)
             else:
                 config = preset(family_preset(task)).override(**changes)
@@ -710,7 +748,8 @@ def llc_dln(
     r = check.result
     out = {**check.to_dict(), "llc_std": r.llc_std, "llc_per_chain": r.llc_per_chain.tolist(), "n": r.n,
            "diagnostics": {"diverged": list(r.diagnostics.diverged), "below_start": list(r.diagnostics.below_start),
-                           "step_curvature": r.diagnostics.step_curvature, "ok": r.diagnostics.ok}}
+                           "step_curvature": r.diagnostics.step_curvature, "ok": r.diagnostics.ok,
+                           "warnings": list(r.diagnostics.warnings)}}
     text = "\n".join([
         f"DLN widths {check.widths}, rank {check.rank}: d = {r.num_params}, n = {r.n}",
         f"λ̂ = {r.llc_mean:.4g} ± {r.llc_stderr:.2g} (se over {len(r.llc_per_chain)} chains)   "
