@@ -54,7 +54,8 @@ def test_data_follow_the_teacher_with_the_requested_noise():
         (lambda: check_widths([3]), "at least an input and an output"),
         (lambda: check_widths([3, -1]), "positive integer, got -1"),
         (lambda: dln_true_solution([3, 2, 3], 3), "min\\(widths\\) = 2, got 3"),
-        (lambda: dln_data(random_dln([2, 2]), 0), "positive integer, got 0"),
+        (lambda: dln_data(random_dln([2, 2]), 0), "n \\(number of samples\\) must be an integer from 1 to 10000000, got 0"),
+        (lambda: check_widths([10**5, 10**5]), "10,000,000,000 parameters; at most 10,000,000"),
         (lambda: dln_data(random_dln([2, 2]), 5, noise_std=-1.0), "noise_std"),
     ],
 )

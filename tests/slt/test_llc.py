@@ -174,9 +174,12 @@ def test_cross_entropy_on_a_classifier():
         ("epsilon", "fast", "epsilon must be a positive number or 'auto', got 'fast'"),
         ("num_chains", 0, "num_chains must be a positive integer, got 0"),
         ("num_draws", 2.5, "num_draws must be a positive integer"),
-        ("num_burnin", -1, "num_burnin must be an integer >= 0"),
+        ("num_burnin", -1, "num_burnin must be an integer from 0 to"),
+        ("num_draws", 10**20, "num_chains × num_draws must be at most"),
+        ("num_chains", 10**6, "num_chains must be at most 10000"),
         ("batch_size", 0, "batch_size must be a positive integer or None"),
-        ("seed", -3, "seed must be an integer >= 0, got -3"),
+        ("seed", -3, "seed must be an integer from 0 to 9223372036854775807, got -3"),
+        ("seed", 10**20, "seed must be an integer from 0 to"),
         ("localization", -1.0, "localization"),
         ("nbeta", 0.0, "nbeta must be positive"),
         ("min_acceptance", 1.5, "min_acceptance"),
@@ -204,3 +207,26 @@ def test_bad_inputs_are_reported():
         default_nbeta(1)
     with pytest.raises(ConfigError, match="SGLDConfig"):
         estimate_llc(dln_loss, params, (x, y), {"epsilon": 1e-4})
+
+
+def test_chains_that_never_moved_are_flagged():
+    params, data = regression()
+    stuck = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-12, num_chains=2, num_burnin=50,
+                                                             num_draws=200))
+    assert abs(stuck.llc_mean) < 0.1  # λ̂ ≈ 0 for a regular model with λ = 12: meaningless
+    assert any("barely moved" in w for w in stuck.diagnostics.warnings), stuck.diagnostics.warnings
+    moving = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-4, num_chains=2, num_burnin=50,
+                                                              num_draws=200))
+    assert not any("barely moved" in w for w in moving.diagnostics.warnings)
+
+
+def test_one_chain_and_few_draws_are_flagged():
+    params, data = regression()
+    one = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-4, num_chains=1, num_burnin=50, num_draws=200))
+    assert math.isnan(one.llc_stderr)
+    assert any("only one healthy chain" in w for w in one.diagnostics.warnings), one.diagnostics.warnings
+    few = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-4, num_chains=2, num_burnin=50, num_draws=5))
+    assert any("only 5 draws per chain (fewer than 100)" in w for w in few.diagnostics.warnings)
+    enough = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-4, num_chains=2, num_burnin=50,
+                                                              num_draws=100))
+    assert not any("draws per chain" in w or "one healthy" in w for w in enough.diagnostics.warnings)

@@ -17,6 +17,11 @@ import torch
 from torch import nn
 
 from progsynth.errors import ConfigError
+from progsynth.tasks.common import MAX_SAMPLES, check_int
+
+MAX_DLN_PARAMS = 10**7
+"""The largest deep linear network ``check_widths`` accepts (parameters), so a typo in a width is an
+error rather than an out-of-memory crash."""
 
 __all__ = [
     "DLNParams",
@@ -47,6 +52,10 @@ def check_widths(widths: Sequence[int], rank: int | None = None) -> tuple[int, .
     for w in widths:
         if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
             raise ConfigError(f"every width must be a positive integer, got {w!r} in {widths!r}")
+    params = sum(a * b for a, b in zip(widths, widths[1:]))
+    if params > MAX_DLN_PARAMS:
+        raise ConfigError(f"widths {widths!r} make a network of {params:,} parameters; at most "
+                          f"{MAX_DLN_PARAMS:,} are supported")
     if rank is not None:
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= min(widths):
             raise ConfigError(
@@ -127,8 +136,7 @@ def dln_data(
     estimate at nβ = n/log n by roughly −2σ²λ/log n (the sampler also fits the noise), which is
     0.2 % at σ = 0.1, n = 10⁴, so the checks measure the sampler rather than the noise.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ConfigError(f"n (number of samples) must be a positive integer, got {n!r}")
+    check_int("n (number of samples)", n, 1, MAX_SAMPLES)
     if not noise_std >= 0:
         raise ConfigError(f"noise_std must be a non-negative number, got {noise_std!r}")
     dtype = params[0].dtype

@@ -39,6 +39,7 @@ import torch
 from progsynth.errors import ConfigError, ProgsynthError
 from progsynth.models.linear import DLNParams, check_widths, dln_data, dln_forward, dln_true_solution
 from progsynth.slt.llc import LLCResult, SGLDConfig, estimate_llc, squared_error
+from progsynth.tasks.common import check_seed
 
 __all__ = [
     "AoyagiSubset",
@@ -178,8 +179,7 @@ def dln_problem(
 ) -> tuple[DLNParams, tuple[torch.Tensor, torch.Tensor]]:
     """The true parameter ``dln_true_solution(widths, rank)`` and n samples ``dln_data`` of it, both
     drawn from one generator seeded with ``data_seed``: what ``check_dln_llc`` estimates on."""
-    if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
-        raise ConfigError(f"data_seed must be an integer >= 0, got {data_seed!r}")
+    check_seed("data_seed", data_seed)
     generator = torch.Generator().manual_seed(data_seed)
     params = dln_true_solution(widths, rank, generator)
     return params, dln_data(params, n, noise_std, generator)

@@ -50,6 +50,13 @@ Diagnostics (each names the chains it concerns and adds a line to ``diagnostics.
   (0.75 and 1 by default: on the deep-linear-network checks, runs with mean acceptance ≥ 0.8
   stayed within a few % of Aoyagi's λ and runs at 0.55–0.7 overshot it by 15–35 %).
 
+- **Chains that never moved**: a healthy chain whose root-mean-square distance per coordinate
+  from w* at its last step is below ``min_displacement`` × the scale of w* (the RMS coordinate of
+  w*; 1/√γ when w* is 0). A step size so small that the chains stay at w* gives λ̂ ≈ 0 whatever
+  the model, and the acceptance cannot see it (at such ε the acceptance's ‖·‖²/(2ε) term is
+  rounding noise in float32), so the displacement is the check (README → Reliability has the
+  runs that set the threshold). Also flagged: a single healthy chain (no standard error) and
+  fewer than ``min_draws`` draws.
 - **Step against curvature**: κ_max, the largest |eigenvalue| of ∇²U at w* on one minibatch (nβ
   times the loss Hessian's, plus γ; Lanczos on Hessian-vector products, ``hvp_operator``). SGLD inflates the spread
   along a direction of curvature κ by ≈ εκ/4 (exactly 1/(1 − εκ/4) for a Gaussian), so a run with
@@ -87,6 +94,7 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from progsynth.errors import ConfigError, LensTypeError, NonFiniteError, UnsupportedOptionError
+from progsynth.tasks.common import MAX_SEED
 
 __all__ = [
     "SGLDConfig",
@@ -108,6 +116,9 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 """``loss_fn(params, batch) -> scalar``: the mean loss over the rows of ``batch`` at ``params``."""
 
 _MAIN_STREAM, _SWEEP_STREAM = 0, 1
+MAX_CHAINS, MAX_TRACE, MAX_STEPS = 10_000, 10**8, 10**9
+"""Bounds ``SGLDConfig.validate`` puts on chains, chains × draws (the traces kept in memory) and
+steps, so a typo is an error rather than an out-of-memory crash or a run that never ends."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,12 @@ class SGLDConfig:
     bias by ≈ 6 % even along the stiffest direction."""
     flag_step_curvature: float = 0.5
     """A run whose ε·κ_max exceeds this (≈ 14 % variance bias along the stiffest direction) is flagged."""
+    min_displacement: float = 0.01
+    """A healthy chain whose final RMS distance from w* is below this fraction of the scale of w*
+    never moved (module docstring): flagged."""
+    min_draws: int = 100
+    """Fewer draws per chain than this are flagged: the per-chain standard error comes from 10
+    blocks of consecutive draws, which need about ten draws each."""
     target_acceptance: float = 0.95
     """The sweep acceptance ``epsilon="auto"`` aims for. Higher than the usual ≈ 0.9 (REFERENCE §4)
     because the sweep's chains are young: at deep singular points acceptance falls as chains
@@ -171,11 +188,21 @@ class SGLDConfig:
             value = getattr(self, name)
             _require(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
         _require(self.auto_steps >= 4, f"auto_steps must be at least 4, got {self.auto_steps!r}")
-        _require(_is_int(self.num_burnin) and self.num_burnin >= 0,
-                 f"num_burnin must be an integer >= 0, got {self.num_burnin!r}")
+        _require(self.num_chains <= MAX_CHAINS, f"num_chains must be at most {MAX_CHAINS}, got {self.num_chains!r}")
+        _require(self.num_chains * self.num_draws <= MAX_TRACE,
+                 f"num_chains × num_draws must be at most {MAX_TRACE:,} (the loss traces are kept), got "
+                 f"{self.num_chains} × {self.num_draws}")
+        _require(self.auto_steps <= MAX_STEPS, f"auto_steps must be at most {MAX_STEPS:,}, got {self.auto_steps!r}")
+        _require(_is_int(self.num_burnin) and 0 <= self.num_burnin <= MAX_STEPS,
+                 f"num_burnin must be an integer from 0 to {MAX_STEPS:,}, got {self.num_burnin!r}")
         _require(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
                  f"batch_size must be a positive integer or None, got {self.batch_size!r}")
-        _require(_is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        _require(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
+                 f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
+        _require(_is_number(self.min_displacement) and 0 <= self.min_displacement < 1,
+                 f"min_displacement must lie in [0, 1), got {self.min_displacement!r}")
+        _require(_is_int(self.min_draws) and self.min_draws >= 0,
+                 f"min_draws must be an integer >= 0, got {self.min_draws!r}")
         _require(_is_positive(self.divergence_factor),
                  f"divergence_factor must be a positive number, got {self.divergence_factor!r}")
         _require(_is_number(self.min_acceptance) and _is_number(self.max_acceptance)
@@ -191,6 +218,15 @@ class SGLDConfig:
                  and all(_is_positive(e) for e in self.auto_epsilons)
                  and list(self.auto_epsilons) == sorted(set(self.auto_epsilons)),
                  f"auto_epsilons must be a non-empty increasing tuple of positive numbers, got {self.auto_epsilons!r}")
+
+
+def _scale_of(w0: torch.Tensor, localization: float) -> float:
+    """The scale against which a chain's displacement is judged: the RMS coordinate of w*, or
+    when w* is 0 the localisation width 1/√γ (1 without localisation)."""
+    rms = float(w0.double().pow(2).mean().sqrt())
+    if rms > 0:
+        return rms
+    return 1 / math.sqrt(localization) if localization > 0 else 1.0
 
 
 def _is_number(value: Any) -> bool:
@@ -445,6 +481,8 @@ class _ChainRun:
     """(chains, draws) minibatch losses at the draws."""
     acceptance: np.ndarray
     """(chains, checks) MALA acceptance probabilities."""
+    displacement: np.ndarray
+    """(chains,) root-mean-square distance per coordinate from w* at the last step."""
 
 
 def _sgld(
@@ -496,7 +534,8 @@ def _sgld(
                 checks[:, (draw + 1) // acceptance_every - 1] = log_alpha.clamp(max=0).exp()
         w = w_new
         tick()
-    return _ChainRun(losses.double().numpy(), checks.double().numpy())
+    displacement = (w - w0).double().pow(2).mean(1).sqrt()
+    return _ChainRun(losses.double().numpy(), checks.double().numpy(), displacement.numpy())
 
 
 def _diverged(losses: np.ndarray, init_loss: float, nbeta: float, dim: int, factor: float) -> np.ndarray:
@@ -659,6 +698,19 @@ def _result(
         warnings.append(
             f"epsilon * kappa_max = {epsilon * kappa:.3g} exceeds {config.flag_step_curvature}: SGLD inflates the "
             f"spread along the stiffest direction by about {epsilon * kappa / 4:.0%}; use a smaller epsilon"
+        )
+    if healthy.size == 1:
+        warnings.append(f"only one healthy chain: λ̂ has no standard error (shown as nan); run at least 2 chains")
+    if config.num_draws < config.min_draws:
+        warnings.append(f"only {config.num_draws} draws per chain (fewer than {config.min_draws}): λ̂ and its "
+                        "per-chain standard errors are too noisy to trust; use more draws")
+    scale = _scale_of(problem.w0, config.localization)
+    stuck = tuple(int(c) for c in healthy if run.displacement[c] < config.min_displacement * scale)
+    if stuck:
+        warnings.append(
+            f"chains {list(stuck)} barely moved (RMS distance from w* {float(run.displacement[list(stuck)].max()):.2g} "
+            f"against a scale of {scale:.2g}): epsilon = {epsilon:.3g} is too small or the run too short, "
+            "so the estimate says nothing about the LLC"
         )
     if not acc_ok:
         warnings.append(
