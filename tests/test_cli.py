@@ -135,3 +135,23 @@ def test_llc_dln_reports_meaningless_estimates_as_warnings() -> None:
     warnings = json.loads(runner.invoke(app, [*argv, "--json"]).output.strip().splitlines()[-1])["diagnostics"]["warnings"]
     assert [w.split(":")[0].split(" (")[0][:20] for w in warnings] == \
         ["only one healthy cha", "only 5 draws per cha", "chains [0] barely mo"]
+
+
+def test_an_interrupted_train_names_the_stop_step_and_the_metrics_step(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from progsynth.runs.train import _Loop
+
+    real_step = _Loop._single_step
+
+    def step_then_ctrl_c_at_10(self: _Loop, x, y) -> None:
+        real_step(self, x, y)
+        if self.step == 9:  # the step that becomes step 10
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(_Loop, "_single_step", step_then_ctrl_c_at_10)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(GROKS.override(metrics_every=4).to_dict()))  # metrics at 8, 12: 10 falls between
+    result = runner.invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())  # rich wraps at the terminal width
+    assert "run: last metrics at step 8 train loss" in text and "interrupted at step 10; continue with" in text

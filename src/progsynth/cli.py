@@ -243,8 +243,9 @@ def train(
     summary = {"run_dirs": [str(d) for d in result.run_dirs], "steps": result.steps,
                "total_steps": result.total_steps, "interrupted": result.interrupted,
                "seconds": round(result.seconds, 3), "final": result.final}
+    label = "last metrics at step" if result.interrupted else "step"  # metrics come every metrics_every steps
     text = "\n".join(
-        f"{d}: step {r['step']}  train loss {r['train_loss']:.4g} acc {r['train_accuracy']:.3f}  "
+        f"{d}: {label} {r['step']:g}  train loss {r['train_loss']:.4g} acc {r['train_accuracy']:.3f}  "
         f"test loss {r['test_loss']:.4g} acc {r['test_accuracy']:.3f}" for d, r in zip(result.run_dirs, result.final))
     if result.interrupted:
         text += f"\ninterrupted at step {result.steps}; continue with: progsynth train --resume {result.run_dirs[0] if len(result.run_dirs) == 1 else Path(result.run_dirs[0]).parent}"
