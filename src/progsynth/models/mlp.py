@@ -82,6 +82,15 @@ class GromovMLP(nn.Module):
         hidden = x @ self.W_in
         return (hidden * hidden) @ self.W_out
 
+    def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
+        """The permutation group acting on each axis of each parameter (None: unpermuted).
+
+        One group, ``"hidden"``: the N hidden units, on W_in axis 1 and W_out axis 0. The
+        activation x² acts unit by unit, so permuting a unit's input column and output row together
+        leaves f unchanged exactly. Used by ``geometry.align`` to match units between two networks.
+        """
+        return {"W_in": (None, "hidden"), "W_out": ("hidden", None)}
+
 
 @dataclass(frozen=True)
 class EmbeddingMLPConfig:
@@ -150,3 +159,23 @@ class EmbeddingMLP(nn.Module):
         for i in range(len(c.hidden)):
             x = act(torch.addmm(getattr(self, f"b_{i}"), x, getattr(self, f"W_{i}")))
         return x @ self.W_U
+
+    def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
+        """The permutation group acting on each axis of each parameter (None: unpermuted).
+
+        One group ``"hidden_i"`` per hidden layer i, its units: W_i axis 1, b_i axis 0 and the
+        next layer's input axis (W_{i+1} axis 0, or W_U axis 0 after the last hidden layer). The
+        activation acts unit by unit, so permuting a unit's column, bias and outgoing row together
+        leaves f unchanged exactly.
+
+        The embedding dimensions stay unpermuted (None): a permutation of the d_embed dims acts on
+        W_E axis 1 and on W_0's rows within every one of the n_operands blocks of the concatenated
+        input, which no single axis of W_0 expresses. Used by ``geometry.align``.
+        """
+        n_hidden = len(self.config.hidden)
+        groups: dict[str, tuple[Optional[str], ...]] = {"W_E": (None, None)}
+        for i in range(n_hidden):
+            groups[f"W_{i}"] = (f"hidden_{i - 1}" if i > 0 else None, f"hidden_{i}")
+            groups[f"b_{i}"] = (f"hidden_{i}",)
+        groups["W_U"] = (f"hidden_{n_hidden - 1}" if n_hidden else None, None)
+        return groups

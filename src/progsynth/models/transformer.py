@@ -188,6 +188,39 @@ class Transformer(nn.Module):
         logits = torch.addmm(direct_table.index_select(0, query_token), z, w_o @ self.W_U)
         return torch.addmm(logits, torch.relu(pre), self.W_out @ self.W_U)
 
+    def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
+        """The permutation group acting on each axis of each parameter (None: unpermuted).
+
+        Three groups, each leaving f unchanged exactly when all its axes are permuted together:
+
+        - ``"mlp"``, the d_mlp hidden units (ReLU acts unit by unit): W_in axis 1, b_in axis 0,
+          W_out axis 0.
+        - ``"heads"``, the attention heads (their outputs are summed): axis 0 of W_Q, W_K, W_V, W_O.
+        - ``"resid"``, the d_model coordinates of the residual stream: W_E, W_pos axis 1; W_Q, W_K,
+          W_V axis 1; W_O axis 2; W_in axis 0; W_out axis 1; b_out axis 0; W_U axis 0. With no
+          LayerNorm every operation on the stream is a sum or a linear read, so the stream is
+          permutation-equivariant.
+
+        Not expressed: the d_head coordinates within heads (a permutation of them is shared by
+        W_Q and W_K, or by W_V and W_O, but may differ between heads). Without ``mlp_bias`` there
+        is no b_in or b_out. Used by ``geometry.align``.
+        """
+        groups: dict[str, tuple[Optional[str], ...]] = {
+            "W_E": (None, "resid"),
+            "W_pos": (None, "resid"),
+            "W_Q": ("heads", "resid", None),
+            "W_K": ("heads", "resid", None),
+            "W_V": ("heads", "resid", None),
+            "W_O": ("heads", None, "resid"),
+            "W_in": ("resid", "mlp"),
+            "W_out": ("mlp", "resid"),
+            "W_U": ("resid", None),
+        }
+        if self.b_in is not None:
+            groups["b_in"] = ("mlp",)
+            groups["b_out"] = ("resid",)
+        return groups
+
 
 class StraightforwardTransformer(Transformer):
     """The same model computed as the paper's code does: every position through attention, MLP and
