@@ -759,3 +759,151 @@ def llc_dln(
         f"ε·κ_max {r.diagnostics.step_curvature:.2f}, {r.seconds:.1f} s",
     ] + [f"warning: {w}" for w in r.diagnostics.warnings] + (["diagnostics: all checks passed"] if r.diagnostics.ok else []))
     emit(out, as_json, escape(text))
+
+
+# ---- the parameter-function map ----------------------------------------------------------------
+def _num(value: Any, spec: str = ".3g") -> str:
+    """A number for the text summaries; 'n/a' for None or NaN."""
+    return "n/a" if value is None or (isinstance(value, float) and value != value) else format(value, spec)
+
+
+def _path_text(result: dict[str, Any], file: str) -> str:
+    """The path summary: key frequencies, barriers, transitions and switch verdicts, a few points."""
+    p, f = result["parameter"], result["function"]
+    aligned = "" if not result["aligned"] else (
+        f" (B aligned to A: {result['alignment']['moved']} units moved, parameter distance "
+        f"{result['alignment']['distance_before']:.4g} → {result['alignment']['distance_after']:.4g})")
+    lines = [f"path {result['a']} → {result['b']}{aligned}: {len(p['t'])} points"]
+    if result["key_frequencies"] is not None:
+        lines.append(f"mechanism measured with key frequencies {result['key_frequencies']} ({result['relabelling']} "
+                     f"relabelling, from {result['key_from'].upper()}'s program)")
+    elif result["note"]:
+        lines.append(f"no mechanism measures: {result['note']}")
+    lines.append(f"{'':<16}{'parameter path':>22}{'function path':>22}")
+    for name in ("train_loss", "test_loss"):
+        cells = [f"{_num(c['barriers'][name]['height'], '.4g')} at t={c['barriers'][name]['t']:.2f}"
+                 if name in c["barriers"] else "n/a" for c in (p, f)]
+        lines.append(f"{name + ' barrier':<16}{cells[0]:>22}{cells[1]:>22}")
+    for i, tr in enumerate(p["transitions"]):
+        cells = []
+        for c in (p, f):
+            match = next((x for x in c["transitions"] if x["measure"] == tr["measure"]), None)
+            cells.append("n/a" if match is None else match["kind"] if match["kind"] != "moves" else
+                         f"{match['t_low']:.2f}–{match['t_high']:.2f} ({match['width']:.2f})")
+        lines.append(f"{tr['measure']:<16}{cells[0]:>22}{cells[1]:>22}")
+    lines += [f"parameter path: {p['switch']['text']}", f"function path: {f['switch']['text']}"]
+    marks = sorted({round(x * (len(p["t"]) - 1)) for x in (0, 0.25, 0.5, 0.75, 1)})
+    lines.append("t                " + "".join(f"{p['t'][i]:>8.2f}" for i in marks))
+    for label, c in (("param test acc", p), ("function test acc", f)):
+        lines.append(f"{label:<17}" + "".join(f"{_num(c['values']['test_accuracy'][i], '.3f'):>8}" for i in marks))
+    lines.append(f"written to {file}")
+    return "\n".join(lines)
+
+
+@app.command()
+def path(
+    a: str = typer.Argument(..., help="Checkpoint A as RUN@STEP (STEP a number or 'last')."),
+    b: str = typer.Argument(..., help="Checkpoint B as RUN@STEP, of the same architecture and task."),
+    points: int = typer.Option(51, "--points", help="Points along each path, endpoints included (2 to 1001)."),
+    align: bool = typer.Option(False, "--align", help="First permute B's hidden units to match A's (weight "
+                                                      "matching, Git Re-Basin): for two seeds."),
+    mechanism: bool = typer.Option(True, "--mechanism/--no-mechanism", help="Measure restricted/excluded loss, key "
+                                                                            "energy and Gini along the paths (Z_p tasks)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Walk the straight paths from checkpoint A to B, in parameter space and in function space.
+
+    Along w(t) = (1−t) w_A + t w_B and f(t) = (1−t) f_A + t f_B: train/test loss and accuracy, the
+    loss barrier above the chord, and the mechanism measures, with the interval over which they
+    move from A's value to B's (a switch point when it is narrow). The result is appended to A's
+    run measures.jsonl, which `progsynth report` draws.
+
+    Example: progsynth path runs/quick@100 runs/quick@last
+    Example: progsynth path runs/q/seed-0@last runs/q/seed-1@last --align
+    """
+    from rich.markup import escape
+
+    from progsynth.geometry.checkpoints import parse_checkpoint
+    from progsynth.geometry.paths import record_path, straight_path
+    from progsynth.runs.store import MEASURES
+
+    try:
+        ref_a, ref_b = parse_checkpoint(a), parse_checkpoint(b)
+        with _checkpoint_bar("path", as_json, unit="points") as update:
+            result = straight_path(ref_a, ref_b, points=points, align=align, mechanism=mechanism, progress=update)
+        record_path(result)
+    except ProgsynthError as error:
+        fail(error)
+    file = str(ref_a.run / MEASURES)
+    summary = {**result.to_dict(), "file": file}
+    emit(summary, as_json, escape(_path_text(summary, file)))
+
+
+def _contrast_text(result: dict[str, Any], file: str) -> str:
+    """The contrast summary: one column per checkpoint, then what they share and how they move."""
+    a, b = result["a"], result["b"]
+    rows = [("train loss / accuracy", lambda s: f"{_num(s['train_loss'], '.3g')} / {_num(s['train_accuracy'], '.3f')}"),
+            ("held-out loss / accuracy", lambda s: f"{_num(s['test_loss'], '.3g')} / {_num(s['test_accuracy'], '.3f')}")]
+    if a["program"] is not None:
+        rows += [("own key frequencies", lambda s: f"{len(s['program']['key_frequencies'])} (below)"),
+                 ("Fourier share (held-out)", lambda s: f"{s['program']['explained']:.1%}"),
+                 ("verdict, bits", lambda s: f"{s['program']['verdict_kind']}, {s['program']['description_bits']}"),
+                 ("key energy (common)", lambda s: f"{s['common']['key_energy']:.3f}"),
+                 ("Gini embedding", lambda s: f"{s['common']['gini_embedding']:.3f}")]
+        for name in ("remove all key", "keep only key"):
+            for where in ("embedding", "logits"):
+                rows.append((f"{where}: {name} (acc)", lambda s, n=name, w=where: _num(next(
+                    (x["accuracy"] for x in s["ablations"] if x["name"] == n and x["where"] == w), None), ".3f")))
+    if a["llc"] is not None:
+        rows.append(("λ̂ ± se", lambda s: f"{s['llc']['llc']:.4g} ± {s['llc']['llc_stderr']:.2g}"))
+    rows.append(("‖Δf‖ one step", lambda s: f"{s['update_norm']:.3g}"))
+    lines = [f"contrast {result['run']}: A = step {a['step']}, B = step {b['step']}",
+             f"{'':<32}{'A':>20}{'B':>20}"]
+    lines += [f"{label:<32}{cell(a):>20}{cell(b):>20}" for label, cell in rows]
+    cos = result["update_cosine"]
+    lines += [f"answers agree on {result['train_agreement']:.1%} of training pairs and {_num(result['heldout_agreement'], '.1%')} "
+              "of held-out pairs",
+              f"one optimizer step moves the two functions with cosine {_num(cos['all'], '.3f')} (training inputs "
+              f"{_num(cos['train'], '.3f')}, held-out {_num(cos['test'], '.3f')})"]
+    if result["key_frequencies"] is not None:
+        lines += [f"{name}'s key frequencies {side['program']['key_frequencies']}" for name, side in (("A", a), ("B", b))]
+        lines.append(f"common key frequencies {result['key_frequencies']} ({result['relabelling']}, from "
+                     f"{result['key_from'].upper()}'s program)")
+    lines += [f"note: {n}" for n in result["notes"]] + [f"written to {file}"]
+    return "\n".join(lines)
+
+
+@app.command()
+def contrast(
+    run: str = typer.Argument(..., help="Run directory."),
+    step_a: int = typer.Option(None, "--a", help="Step of checkpoint A (default: the first checkpoint after the "
+                                                 "training set is fitted)."),
+    step_b: int = typer.Option(None, "--b", help="Step of checkpoint B (default: the last checkpoint)."),
+    llc: bool = typer.Option(True, "--llc/--no-llc", help="Estimate λ̂ at both checkpoints (reuses estimates "
+                                                        "with the same settings)."),
+    chains: int = _CHAINS, draws: int = _DRAWS, burnin: int = _BURNIN, epsilon: str = _EPSILON,
+    localization: float = _GAMMA, batch_size: int = _BATCH, seed: int = _SEED,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Same function, different program: compare two checkpoints that agree on the training set.
+
+    Held-out behaviour, each one's extracted Fourier program, key energy and Gini on common key
+    frequencies, ablations, λ̂, and the cosine between the changes one step of the run's optimizer
+    makes to each one's outputs. Appended to RUN/measures.jsonl.
+
+    Example: progsynth contrast runs/quick --a 100 --b 1300 --draws 500
+    """
+    from rich.markup import escape
+
+    from progsynth.geometry.contrast import contrast_checkpoints
+    from progsynth.runs.store import MEASURES
+
+    try:
+        config = _sgld_config(chains, draws, burnin, epsilon, localization, batch_size, seed) if llc else None
+        with _checkpoint_bar("contrast", as_json, unit="parts") as update:
+            result = contrast_checkpoints(run, step_a, step_b, llc=config, progress=update)
+    except ProgsynthError as error:
+        fail(error)
+    file = str(Path(run) / MEASURES)
+    summary = {**result.to_dict(), "file": file}
+    emit(summary, as_json, escape(_contrast_text(summary, file)))

@@ -33,6 +33,11 @@ class NotApplicableError(ProgsynthError):
     """An analysis was asked of a run it does not apply to (e.g. Fourier programs of a parity task)."""
 
 
+class ResourceError(ProgsynthError):
+    """A request would need more memory than allowed; the message gives the size it would need and
+    the option that shrinks it. Raised before any work starts."""
+
+
 class RunWarning(UserWarning):
     """Something in a run directory was skipped (a torn last line of an append-only file)."""
 

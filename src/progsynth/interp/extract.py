@@ -67,7 +67,7 @@ from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import RunStore
 
 __all__ = ["Term", "Program", "RelabellingScore", "Ablation", "FrequencyEvidence", "Extraction",
-           "extract", "extract_checkpoint", "load_params", "beats_chance", "GENERALISING", "PARTIAL"]
+           "extract", "extract_checkpoint", "load_params", "beats_chance", "ablations", "GENERALISING", "PARTIAL"]
 
 GENERALISING = 0.99
 """Held-out accuracy and agreement with the network from which the extracted program counts as the
@@ -324,8 +324,10 @@ def _without(experiment: Experiment, params: dict[str, torch.Tensor], grid: Grou
     return out
 
 
-def _ablations(experiment: Experiment, params: dict[str, torch.Tensor], logits: torch.Tensor, grid: GroupGrid,
-               key: list[int]) -> list[Ablation]:
+def ablations(experiment: Experiment, params: dict[str, torch.Tensor], logits: torch.Tensor, grid: GroupGrid,
+              key: list[int]) -> list[Ablation]:
+    """The network's loss and accuracy on all pairs with frequencies taken out (module docstring):
+    each of ``key`` alone, all of them, and all but them, from the embeddings and from the logits."""
     labels = experiment.labels
     others = [k for k in fourier_basis(grid.n).frequencies if k not in key]
     cases = [(f"remove {k}", [k]) for k in key] + [("remove all key", key), ("keep only key", others)]
@@ -460,7 +462,7 @@ def extract(experiment: Experiment, params: dict[str, torch.Tensor], step: int |
         heldout_agreement=heldout_agreement,
         network_accuracy=float(net_correct.mean()), network_heldout_accuracy=network_heldout,
         description_bits=program.description_bits, lookup_table_bits=logits.shape[0] * math.log2(p),
-        ablations=_ablations(experiment, params, logits, grid, key), evidence=evidence, clusters=clusters,
+        ablations=ablations(experiment, params, logits, grid, key), evidence=evidence, clusters=clusters,
         verdict_kind=kind, verdict=verdict,
     )
 

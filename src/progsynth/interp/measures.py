@@ -8,6 +8,9 @@ Per scheduled checkpoint, one row in the run's ``measures.jsonl`` with ``analysi
   frequencies' directions cos/sin(w_k(x + y)) plus each class's mean (``frequencies.key_logits``);
 - ``excluded_loss``: the run's loss on the training pairs of the logits with those directions
   removed;
+- ``key_energy``: the share of the logits' energy on the group's pairs (each class's mean over
+  them removed) that lies along those directions: 1 when the logits are the key frequencies' program
+  alone, near 2K/n² for logits that ignore them;
 - ``gini_embedding`` and ``gini_neuron_logit``: Gini coefficients of the per-frequency Fourier
   norms of the operand embeddings and of the neuron-to-logit map (``network``), in group order;
 - ``relabelling`` and ``key_frequencies``: what the restricted and excluded losses used.
@@ -39,7 +42,7 @@ from progsynth.interp.relabel import GroupGrid
 from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import RunStore
 
-__all__ = ["ANALYSIS", "progress_measures", "RunMeasures", "measure_run", "load_measures"]
+__all__ = ["ANALYSIS", "logit_measures", "progress_measures", "RunMeasures", "measure_run", "load_measures"]
 
 ANALYSIS = "interp"
 """The ``analysis`` value of this module's rows in measures.jsonl."""
@@ -49,18 +52,33 @@ ProgressFn = Callable[[int, int, int], None]
 
 
 @torch.no_grad()
+def logit_measures(experiment: Experiment, logits: torch.Tensor, grid: GroupGrid, key: list[int]) -> dict[str, float]:
+    """The measures read from the logits (N, p) alone: restricted and excluded loss, key energy
+    (module docstring). They need no parameters, so they apply to any function, for example a
+    convex combination of two networks' logits."""
+    logits = logits.to(DTYPE)
+    restricted, excluded = key_logits(logits, grid, key)
+    on_grid = logits[grid.rows]
+    mean = on_grid.mean((0, 1))
+    total = float((on_grid - mean).pow(2).sum())
+    kept = float((restricted[grid.rows] - mean).pow(2).sum())
+    return {
+        "restricted_loss": loss_on(experiment, restricted),
+        "excluded_loss": loss_on(experiment, excluded, experiment.data.train_idx),
+        "key_energy": kept / total if total > 0 else 0.0,
+    }
+
+
+@torch.no_grad()
 def progress_measures(experiment: Experiment, params: dict[str, torch.Tensor], grid: GroupGrid,
                       key: list[int]) -> dict[str, Any]:
     """The measures of one checkpoint (module docstring), as a measures.jsonl row without ``step``."""
-    logits = experiment.logits(params).to(DTYPE)
-    restricted, excluded = key_logits(logits, grid, key)
     return {
         "analysis": ANALYSIS,
         "relabelling": grid.relabelling.name,
         "key_frequencies": list(key),
         **experiment.evaluate(params),
-        "restricted_loss": loss_on(experiment, restricted),
-        "excluded_loss": loss_on(experiment, excluded, experiment.data.train_idx),
+        **logit_measures(experiment, experiment.logits(params), grid, key),
         "gini_embedding": gini(embedding_norms(experiment, params, grid)),
         "gini_neuron_logit": gini(neuron_logit_norms(experiment, params, grid)),
     }

@@ -35,7 +35,7 @@ from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import RunStore, _summarise
 from progsynth.slt.llc import LLCResult, SGLDConfig, estimate_llc_for_module
 
-__all__ = ["ANALYSIS", "SETTINGS", "RunLLC", "estimate_run_llc", "llc_checkpoint", "load_llc", "parse_steps"]
+__all__ = ["ANALYSIS", "SETTINGS", "RunLLC", "estimate_run_llc", "estimate_steps", "llc_checkpoint", "load_llc", "parse_steps"]
 
 ANALYSIS = "llc"
 """The ``analysis`` value of this module's rows in measures.jsonl."""
@@ -127,17 +127,23 @@ def estimate_run_llc(
     config.validate()
     store = RunStore.open(run)
     with store.writer():  # one estimating process at a time, so no step is estimated twice
-        available = store.checkpoint_steps()
-        if not available:
-            raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to estimate the LLC at")
-        chosen = parse_steps(None, available) if steps is None else parse_steps(",".join(map(str, steps)), available)
-        done = set(load_llc(store.path, config).get("step", pd.Series(dtype=int)).tolist())
-        todo = [s for s in chosen if s not in done]
-        experiment = Experiment(store.config()) if todo else None
-        for i, step in enumerate(todo, 1):
-            store.append_measures(_row(step, llc_checkpoint(experiment, store, step, config), config))
-            if progress:
-                progress(i, len(todo), step)
-        table = load_llc(store.path, config)
-        table = table[table["step"].isin(chosen)].reset_index(drop=True) if not table.empty else table
-        return RunLLC(table, tuple(todo), tuple(s for s in chosen if s in done))
+        return estimate_steps(store, steps, config, progress)
+
+
+def estimate_steps(store: RunStore, steps: Sequence[int] | None, config: SGLDConfig,
+                   progress: ProgressFn | None = None) -> RunLLC:
+    """``estimate_run_llc`` for a caller that already holds the run's write lock."""
+    available = store.checkpoint_steps()
+    if not available:
+        raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to estimate the LLC at")
+    chosen = parse_steps(None, available) if steps is None else parse_steps(",".join(map(str, steps)), available)
+    done = set(load_llc(store.path, config).get("step", pd.Series(dtype=int)).tolist())
+    todo = [s for s in chosen if s not in done]
+    experiment = Experiment(store.config()) if todo else None
+    for i, step in enumerate(todo, 1):
+        store.append_measures(_row(step, llc_checkpoint(experiment, store, step, config), config))
+        if progress:
+            progress(i, len(todo), step)
+    table = load_llc(store.path, config)
+    table = table[table["step"].isin(chosen)].reset_index(drop=True) if not table.empty else table
+    return RunLLC(table, tuple(todo), tuple(s for s in chosen if s in done))

@@ -1,0 +1,32 @@
+"""Fixtures for the geometry tests: copies of the tiny grokking run (tests/conftest.py) that a test
+may write measures into, and two seeds of it trained together."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from progsynth.runs.train import train
+from tests.conftest import GROKS
+
+GROKS_PATH_STEPS = (12, 150)
+"""Two checkpoints of the tiny run that also have metrics rows (metrics every 2 steps): memorised
+(train accuracy 1, test accuracy near chance) and generalised."""
+
+
+@pytest.fixture
+def run_copy(grokked_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny grokking run."""
+    out = tmp_path / "groks"
+    shutil.copytree(grokked_run, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny grokking run's config trained for seeds 0 and 1 (``seed-0``, ``seed-1``)."""
+    out = tmp_path_factory.mktemp("seeds") / "groks"
+    train(GROKS, out, seeds=[0, 1])
+    return out
