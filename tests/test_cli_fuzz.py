@@ -196,11 +196,18 @@ OPTIONS = {
     "analyze": {"--checkpoint": VALUE},
     "search": {"--op": WORDS, "--p": SMALL, "--max-size": SMALL, "--task": WORDS, "--n-bits": SMALL,
                "--gates": WORDS, "--train-fraction": VALUE},
+    "path": {"--points": SMALL},
+    "contrast": {"--a": VALUE, "--b": VALUE},
+    "ntk": {"--checkpoints": VALUE, "--seed": VALUE, "--method": WORDS},
 }
-POSITIONAL = {"llc": True, "analyze": True, "search": False}
+POSITIONAL = {"llc": True, "analyze": True, "search": False, "contrast": True, "ntk": True}
 """Commands taking a run directory (search: optionally)."""
+CHECKPOINT = st.one_of(PATH.map(lambda p: p + "@last"), PATH.map(lambda p: p + "@0"), PATH,
+                       st.sampled_from(["{RUN}@7", "{RUN}@-1", "{RUN}@" + "9" * 30, "{RUN}@", "@3", "{RUN}@1e3"]))
+"""``RUN@STEP`` arguments of ``path``, well-formed or not."""
 BOUNDED = {"llc": ["--chains", SMALL, "--draws", SMALL, "--burnin", SMALL, "--batch-size", SMALL],
-           "llc-dln": ["--chains", SMALL, "--draws", SMALL, "--burnin", SMALL]}
+           "llc-dln": ["--chains", SMALL, "--draws", SMALL, "--burnin", SMALL],
+           "ntk": ["--inputs", SMALL, "--top", SMALL]}
 """Options every generated call of a command carries, with small values, so a call that happens to
 be valid ends in seconds (the sampler's defaults take minutes)."""
 
@@ -211,6 +218,10 @@ def command_lines(draw: Any) -> list[str]:
     argv = [command]
     if command in POSITIONAL and (POSITIONAL[command] or draw(st.booleans())):
         argv.append(draw(PATH))
+    if command == "path":
+        argv += [draw(CHECKPOINT), draw(CHECKPOINT)]
+    if command == "contrast":
+        argv.append("--no-llc")  # the sampler's defaults take minutes; llc's own cases cover it
     for flag in draw(st.lists(st.sampled_from(sorted(OPTIONS[command])), max_size=4, unique=True)):
         argv += [flag, draw(OPTIONS[command][flag])]
     bounded = BOUNDED.get(command, [])

@@ -767,6 +767,61 @@ def _num(value: Any, spec: str = ".3g") -> str:
     return "n/a" if value is None or (isinstance(value, float) and value != value) else format(value, spec)
 
 
+
+def _ntk_text(row: dict[str, Any]) -> str:
+    """One line per checkpoint: the top eigenvalues, effective rank, key share, factorisation check."""
+    eig = row["eigenvalues"]
+    key = row.get("key_share")
+    return (f"step {row['step']:>7}: λ1..3 = {', '.join(f'{v:.4g}' for v in eig[:3])} (top {len(eig)}: "
+            f"{row['top_share']:.1%} of the trace), effective rank {row['effective_rank']:.3g}"
+            + (f", top eigenfunction's key share {key[0]:.3f}" if isinstance(key, list) and key else "")
+            + f", factorisation error {row['factorisation_error']:.1e} ({row['method']}, {row['seconds']:.1f} s)")
+
+
+@app.command()
+def ntk(
+    run: str = typer.Argument(..., help="Run directory."),
+    checkpoints: str = typer.Option("all", "--checkpoints", help="'all' or a comma list of checkpoint steps."),
+    inputs: int = typer.Option(None, "--inputs", help="Data rows the kernel is computed on (default 1000, "
+                                                      "NTKConfig.inputs; all rows when fewer)."),
+    top: int = typer.Option(None, "--top", help="Largest eigenvalues computed (default 20, NTKConfig.top)."),
+    probes: int = typer.Option(None, "--probes", help="Probes of the trace estimate (default 16, NTKConfig.probes)."),
+    method: str = typer.Option(None, "--method", help="auto (default), lanczos or dense."),
+    seed: int = _SEED,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Measure the empirical neural tangent kernel Θ = J Jᵀ at a run's checkpoints.
+
+    On a fixed subset of inputs: the top eigenvalues (matrix-free Lanczos on Jacobian-vector
+    products), the trace, an effective rank, the check ∇_w L = J_fᵀ ∇ℓ through the lenses, and for
+    tasks on Z_p the share of the top eigenfunctions along the final program's key frequencies.
+    Appends one row per checkpoint to RUN/measures.jsonl, which `progsynth report` plots.
+
+    Example: progsynth ntk runs/quick --checkpoints 0,100,1300 --top 10
+    """
+    from rich.markup import escape
+
+    from progsynth.geometry.ntk import NTKConfig
+    from progsynth.geometry.run_ntk import measure_run_ntk
+    from progsynth.runs.store import MEASURES, RunStore
+    from progsynth.slt.run_llc import parse_steps
+
+    fields = {"inputs": inputs, "top": top, "probes": probes, "method": method, "seed": seed}
+    try:
+        config = NTKConfig(**{k: v for k, v in fields.items() if v is not None})
+        config.validate()
+        steps = parse_steps(checkpoints, RunStore.open(run).checkpoint_steps())
+        with _checkpoint_bar("ntk", as_json) as update:
+            result = measure_run_ntk(run, steps, config, progress=update)
+    except ProgsynthError as error:
+        fail(error)
+    file = str(Path(run) / MEASURES)
+    summary = {"run": str(run), "file": file, **result.to_dict()}
+    rows = summary["rows"]
+    text = "\n".join([_ntk_text(row) for row in rows] + [
+        f"{len(result.computed)} measured, {len(result.skipped)} already there; written to {file}"])
+    emit(summary, as_json, escape(text))
+
 def _path_text(result: dict[str, Any], file: str) -> str:
     """The path summary: key frequencies, barriers, transitions and switch verdicts, a few points."""
     p, f = result["parameter"], result["function"]

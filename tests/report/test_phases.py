@@ -100,7 +100,10 @@ def test_summary_of_a_run_without_measures(grokked_run: Path):
     assert s.extraction is not None and s.extraction.verdict_kind == "program" and s.extraction.accuracy == 1.0
     missing = {m.what: m.command for m in s.missing}
     assert missing == {"progress measures": f"progsynth analyze {grokked_run}",
-                       "local learning coefficient": f"progsynth llc {grokked_run}"}
+                       "local learning coefficient": f"progsynth llc {grokked_run}",
+                       "NTK spectrum over training": f"progsynth ntk {grokked_run}",
+                       "paths between checkpoints": f"progsynth path {grokked_run}@43 {grokked_run}@150",
+                       "contrast of two checkpoints": f"progsynth contrast {grokked_run} --a 43 --b 150"}
     text = s.text()
     assert f"generalised (test accuracy ≥ 0.99): step {s.phases.generalised}" in text
     assert "key frequencies" in text and "progsynth analyze" in text

@@ -48,7 +48,8 @@ def test_report_of_a_run_without_measures(grokked_run: Path, tmp_path: Path):
     figures_are_inline_svg(page, report.figures)
     assert page.count("<svg") == 3
     assert sections(page) == ["summary", "training", "spectrum", "neurons", "program", "missing", "config"]
-    assert f"progsynth analyze {run}" in page and f"progsynth llc {run}" in page
+    assert f"progsynth analyze {run}" in page and f"progsynth llc {run}" in page and f"progsynth ntk {run}" in page
+    assert f"progsynth path {run}@43 {run}@150" in page and f"progsynth contrast {run} --a 43 --b 150" in page
     assert f"progsynth {progsynth.__version__}" in page and '"train_fraction": 0.5' in page
     program = report.summary.extraction.program.text()
     assert program.splitlines()[0] in page
@@ -73,11 +74,15 @@ def test_a_run_that_has_not_generalised_says_so(grokked_run: Path, tmp_path: Pat
     assert_self_contained(page)
     figures_are_inline_svg(page, report.figures)
     assert page.count("never: the run did not generalise") == 2 and "No generalising program" in page
+    # The program the extraction reads is beside how little the network follows it, in words.
+    e = s.extraction
+    assert f"{e.agreement:.3f} on all pairs, {e.heldout_agreement:.3f} on held-out pairs" in page
+    assert "The network is not this program" in page and "does not yet set the network&#x27;s answers" in page
 
 
 def test_measures_and_llc_appear_when_present(measured_report: Report):
     report = measured_report
-    assert report.figures == ["training", "measures", "spectrum", "neurons", "llc"]
+    assert report.figures == ["training", "measures", "spectrum", "neurons", "llc", "ntk", "path-1", "contrast-1"]
     assert report.summary.missing == []
     page = report.path.read_text()
     assert_self_contained(page)
@@ -99,7 +104,10 @@ def test_cli_report_png_and_json(grokked_run: Path, tmp_path: Path):
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
     assert out["phases"]["generalised"] is not None and out["phases"]["circuit_formation"]["end"] > 0
     assert out["summary"]["program_accuracy"] == 1.0
-    assert [m["what"] for m in out["missing"]] == ["progress measures", "local learning coefficient"]
+    assert [m["what"] for m in out["missing"]] == ["progress measures", "local learning coefficient",
+                                                   "NTK spectrum over training", "paths between checkpoints",
+                                                   "contrast of two checkpoints"]
+    assert out["summary"]["network_is"].startswith("The network is this program")
 
 
 def test_cli_report_text_and_errors(grokked_run: Path, tmp_path: Path):

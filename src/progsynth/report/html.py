@@ -9,8 +9,10 @@ Sections, each present when its data are: the summary and detected phases (``pha
 loss and accuracy, the progress measures (``interp.measures``), the Fourier spectrum of the
 embedding over training (computed here, one checkpoint at a time), the neurons grouped by
 frequency and the extracted program (``interp.extract``), the local learning coefficient (rows of
-measures.jsonl with an ``llc`` column, written by ``slt``), then what is missing and the command
-that produces it, the run's configuration and the progsynth version.
+measures.jsonl with an ``llc`` column, written by ``slt``), the NTK spectrum over training, each
+path and each contrast written into the run (``geometry``, figures in ``geometry_figures``), then
+what is missing and the command that produces it, the run's configuration and the progsynth
+version.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from progsynth.interp.relabel import GroupGrid
 from progsynth.report.figures import (PHASE_COLOURS, ReportFigure, fourier_spectrum, llc_curve,
                                       neuron_frequencies, progress_measures, save_png, to_svg,
                                       training_curves)
-from progsynth.report.phases import Phases, RunSummary, summary
+from progsynth.report.geometry_figures import contrast_figure, ntk_spectrum, path_figure
+from progsynth.report.phases import Phases, RunSummary, network_relation, summary
 from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import RunStore
 
@@ -94,6 +97,10 @@ def report_figures(s: RunSummary, progress: ProgressFn | None = None) -> list[Re
                                           e.clusters.threshold, e.key_frequencies, e.grid.n // 2))
     if not s.llc.empty:
         figures.append(llc_curve(s.llc, s.phases))
+    if not s.ntk.empty:
+        figures.append(ntk_spectrum(s.ntk, s.phases))
+    figures += [path_figure(row, i) for i, row in enumerate(s.paths, 1)]
+    figures += [contrast_figure(row, i) for i, row in enumerate(s.contrasts, 1)]
     return figures
 
 
@@ -164,8 +171,11 @@ def _summary_section(s: RunSummary) -> str:
             ["final train / test accuracy", f"{final['train_accuracy']:.3f} / {final['test_accuracy']:.3f}"],
             ["final train / test loss", f"{final['train_loss']:.3g} / {final['test_loss']:.3g}"]]
     if e is not None:
+        held = "" if math.isnan(e.heldout_agreement) else f", {e.heldout_agreement:.3f} on held-out pairs"
         rows += [["key frequencies", ", ".join(map(str, e.key_frequencies)) or "none"],
-                 ["extracted program accuracy (all pairs)", f"{e.accuracy:.3f}"]]
+                 ["extracted program accuracy (all pairs)", f"{e.accuracy:.3f}"],
+                 ["its agreement with the network's answers", f"{e.agreement:.3f} on all pairs{held}"],
+                 ["which the network is", network_relation(e)]]
     swatches = " ".join(f'<span class="swatch" style="background:{c}"></span>{escape(n)}'
                         for n, c in PHASE_COLOURS.items())
     return ("<section id=summary><h2>Summary</h2>" + _table(None, rows)

@@ -28,9 +28,11 @@ The metrics are used rather than the analysis measures because they are dense (e
 ``weight_norm`` is the measures' sum of squared weights.
 
 ``summary(run)`` gathers what a reader wants first — when the run memorised and generalised, its
-phases, key frequencies and extracted program — together with the analyses on disk (interp
-measures, LLC) and a note, with the command to run, for each one that is missing. It is what the
-report, ``progsynth report`` and ``progsynth demo`` show.
+phases, key frequencies and extracted program, and whether the network *is* that program
+(``network_relation``: a program can answer correctly while being only a component of the logits
+that does not set the network's answers) — together with the analyses on disk (interp measures,
+LLC, the NTK spectrum, paths and contrasts) and a note, with the command to run, for each one that
+is missing. It is what the report, ``progsynth report`` and ``progsynth demo`` show.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ import numpy as np
 import pandas as pd
 
 from progsynth.errors import ConfigError, NotApplicableError, ProgsynthError, RunError
-from progsynth.interp.extract import Extraction, extract_checkpoint
+from progsynth.geometry.contrast import default_steps, load_contrasts
+from progsynth.geometry.paths import load_paths
+from progsynth.geometry.run_ntk import load_ntk
+from progsynth.interp.extract import PARTIAL, Extraction, extract_checkpoint
 from progsynth.interp.measures import load_measures
 from progsynth.runs.config import RunConfig
 from progsynth.runs.store import RunStore
@@ -194,6 +199,12 @@ class RunSummary:
     llc: pd.DataFrame = field(repr=False)
     """Columns ``step``, ``llc`` (and ``llc_stderr`` when recorded), one row per checkpoint (empty when
     not estimated)."""
+    ntk: pd.DataFrame = field(repr=False)
+    """The NTK rows (``geometry.run_ntk.load_ntk``), one per checkpoint (empty when not measured)."""
+    paths: list[dict[str, Any]] = field(repr=False)
+    """The path rows written into this run (``geometry.paths.load_paths``)."""
+    contrasts: list[dict[str, Any]] = field(repr=False)
+    """The contrast rows (``geometry.contrast.load_contrasts``)."""
     missing: list[Missing]
 
     @property
@@ -215,9 +226,17 @@ class RunSummary:
             "program": e.program.text() if e else None,
             "program_accuracy": e.accuracy if e else None,
             "program_heldout_accuracy": e.heldout_accuracy if e else None,
+            "program_agreement": e.agreement if e else None,
+            "program_heldout_agreement": e.heldout_agreement if e else None,
+            "network_is": network_relation(e) if e else None,
             "description_bits": e.description_bits if e else None,
             "lookup_table_bits": e.lookup_table_bits if e else None,
             "verdict": e.verdict if e else None,
+            "ntk_steps": [int(s) for s in self.ntk["step"]] if not self.ntk.empty else [],
+            "paths": [{"a": r["a"], "b": r["b"], "aligned": r["aligned"], "parameter_switch": r["parameter"]["switch"],
+                       "function_switch": r["function"]["switch"]} for r in self.paths],
+            "contrasts": [{"a": r["a"]["step"], "b": r["b"]["step"], "update_cosine": r["update_cosine"]}
+                          for r in self.contrasts],
             "missing": [asdict(m) for m in self.missing],
         }
 
@@ -237,14 +256,28 @@ class RunSummary:
             lines.append(f"key frequencies: {e.key_frequencies}")
             lines.append(f"extracted program (step {e.step}): accuracy {e.accuracy:.3f} on all pairs"
                          + (f", {e.heldout_accuracy:.3f} held out" if not math.isnan(e.heldout_accuracy) else "")
+                         + f"; agreement with the network {e.agreement:.3f}"
+                         + (f", {e.heldout_agreement:.3f} held out" if not math.isnan(e.heldout_agreement) else "")
                          + f"; {e.description_bits} bits vs {e.lookup_table_bits:.0f} for a lookup table")
             lines += ["  " + line for line in e.program.text().splitlines()]
+            lines.append(network_relation(e))
             lines.append(e.verdict)
         if not self.llc.empty:
             peak = self.llc.loc[self.llc["llc"].idxmax()]
             lines.append("local learning coefficient λ̂: " + ", ".join(
                 f"{int(r.step)}: {r.llc:.3g}" for r in self.llc.itertuples())
                 + f" (peak {peak['llc']:.3g} at step {int(peak['step'])})")
+        if not self.ntk.empty:
+            last = self.ntk.iloc[-1]
+            lines.append(f"NTK measured at {len(self.ntk)} checkpoints; at step {int(last['step'])} λ1 = "
+                         f"{last['eigenvalues'][0]:.4g}, effective rank {last['effective_rank']:.3g}")
+        for row in self.paths:
+            lines.append(f"path {row['a']} → {row['b']}{' (aligned)' if row['aligned'] else ''}: "
+                         f"{row['parameter']['switch']['text']}")
+        for row in self.contrasts:
+            lines.append(f"contrast of steps {row['a']['step']} and {row['b']['step']}: answers agree on "
+                         f"{row['train_agreement']:.1%} of training pairs and {row['heldout_agreement']:.1%} held out; "
+                         f"one step moves them with cosine {row['update_cosine']['all']:.3f}")
         for m in self.missing:
             lines.append(f"missing: {m.what}: {m.reason}" + (f" (run: {m.command})" if m.command else ""))
         return "\n".join(lines)
@@ -275,10 +308,49 @@ def summary(run: str | Path) -> RunSummary:
         missing.append(Missing("progress measures", "the run has not been measured",
                                f"progsynth analyze {shlex.quote(str(store.path))}"))
     llc = _llc_rows(store.measures())
+    quoted = shlex.quote(str(store.path))
     if llc.empty:
-        missing.append(Missing("local learning coefficient", "λ̂ has not been estimated",
-                               f"progsynth llc {shlex.quote(str(store.path))}"))
-    return RunSummary(store.path, config, metrics, phases, extraction, measures, llc, missing)
+        missing.append(Missing("local learning coefficient", "λ̂ has not been estimated", f"progsynth llc {quoted}"))
+    ntk = load_ntk(store.path)
+    if ntk.empty:
+        missing.append(Missing("NTK spectrum over training", "the neural tangent kernel has not been measured",
+                               f"progsynth ntk {quoted}"))
+    paths, contrasts = load_paths(store.path), load_contrasts(store.path)
+    if not paths or not contrasts:
+        try:
+            first, last = default_steps(store)
+        except ProgsynthError:
+            steps = store.checkpoint_steps()
+            first, last = (steps[0], steps[-1]) if steps else (0, 0)
+        if not paths:
+            missing.append(Missing("paths between checkpoints", "no straight path from this run has been measured",
+                                   f"progsynth path {shlex.quote(f'{store.path}@{first}')} "
+                                   f"{shlex.quote(f'{store.path}@{last}')}"))
+        if not contrasts:
+            missing.append(Missing("contrast of two checkpoints", "no two checkpoints have been contrasted",
+                                   f"progsynth contrast {quoted} --a {first} --b {last}"))
+    return RunSummary(store.path, config, metrics, phases, extraction, measures, llc, ntk, paths, contrasts, missing)
+
+
+def network_relation(e: Extraction) -> str:
+    """In words, which of the two the network is: the extracted program, or not (its answers set by
+    something else while the program is at most a component of its logits), read on held-out pairs
+    (``interp.extract``'s verdict thresholds)."""
+    if math.isnan(e.heldout_agreement):
+        return ("No pairs are held out, so whether the network runs this program or recalls its answers cannot "
+                "be told.")
+    agree, network, chance = e.heldout_agreement, e.network_heldout_accuracy, 1 / e.program.p
+    if e.verdict_kind == "program":
+        return f"The network is this program: their answers agree on {agree:.1%} of the held-out pairs."
+    if e.verdict_kind == "partial":
+        return (f"The network is only partly this program: their answers agree on {agree:.1%} of the held-out pairs, "
+                f"and the network answers {network:.1%} of them correctly.")
+    if agree >= PARTIAL:
+        return (f"The network follows this program on {agree:.1%} of the held-out pairs, but the program answers only "
+                f"{e.heldout_accuracy:.1%} of them correctly: neither generalises (chance {chance:.1%}).")
+    return (f"The network is not this program: their answers agree on only {agree:.1%} of the held-out pairs, so the "
+            f"program is at most a component of the logits that does not yet set the network's answers; the "
+            f"network itself answers {network:.1%} of them correctly (chance {chance:.1%}).")
 
 
 def _llc_rows(measures: pd.DataFrame) -> pd.DataFrame:
