@@ -139,3 +139,17 @@ def test_refusals_name_what_is_wrong(run_copy: Path, tmp_path: Path):
         straight_path(a, a, points=1)
     with pytest.raises(ResourceError, match=r"needs about .* GiB .*--no-mechanism"):
         straight_path(a, a, max_memory_bytes=3_000_000)
+
+
+def test_a_task_off_z_p_gets_losses_and_a_note(tmp_path: Path):
+    from progsynth.runs.config import ModelConfig, RunConfig
+    from progsynth.tasks.parity import ParityTask
+
+    config = RunConfig(task=ParityTask(n_bits=5, k=2), model=ModelConfig(name="mlp", d_model=4, d_mlp=8),
+                       epochs=6, metrics_every=2, max_checkpoints=3)
+    train(config, tmp_path / "parity")
+    result = straight_path(parse_checkpoint(f"{tmp_path}/parity@0"), parse_checkpoint(f"{tmp_path}/parity@last"),
+                           points=3, align=True)
+    assert "Fourier programs over Z_p; not for a parity task" in result.note and result.key_frequencies is None
+    assert set(result.parameter.values) == {"train_loss", "test_loss", "train_accuracy", "test_accuracy", "weight_norm"}
+    assert result.parameter.transitions == [] and not result.parameter.switch.exists

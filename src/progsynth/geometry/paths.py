@@ -131,6 +131,8 @@ def transition(measure: str, t: list[float], values: list[float]) -> Transition:
 
 
 def _switch(transitions: list[Transition]) -> Switch:
+    if not transitions:
+        return Switch(False, None, None, "no switch point measured: the path has no mechanism measures")
     moving = [tr for tr in transitions if tr.kind == "moves"]
     if not moving:
         return Switch(False, None, None, "no switch point: no mechanism measure moves from A's value to B's (the "
@@ -272,7 +274,7 @@ def straight_path(a: CheckpointRef, b: CheckpointRef, points: int = DEFAULT_POIN
     config_a, config_b = RunStore.open(a.run).config(), RunStore.open(b.run).config()
     same_setup(a, config_a, b, config_b)
     experiment = Experiment(config_a)
-    note = ""
+    note = "" if mechanism else "not asked for (--no-mechanism)"
     if mechanism and experiment.task.domain != "residues":
         mechanism, note = False, f"mechanism measures read Fourier programs over Z_p; not for a {experiment.task.family} task"
     need = path_bytes(experiment, mechanism)
