@@ -34,6 +34,10 @@ progsynth analyze runs/q/seed-0
 progsynth llc runs/q/seed-0
 progsynth search --op 'a*b + a + b' --p 97 --train-fraction 0.1
 progsynth versus runs/versus --quick
+progsynth ntk runs/q/seed-0 --checkpoints 0,100,1300
+progsynth path runs/q/seed-0@100 runs/q/seed-0@last
+progsynth path runs/q/seed-0@last runs/q/seed-1@last --align
+progsynth contrast runs/q/seed-0
 progsynth report runs/q/seed-0 --png
 progsynth llc-dln --widths 20,10,10,10,20 --rank 5
 progsynth circuit iris --classes 3"""
