@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,4 +28,12 @@ def grokked_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run that memorises then generalises, without measures (tests copy it to add them)."""
     out = tmp_path_factory.mktemp("runs") / "groks"
     train(GROKS, out)
+    return out
+
+
+@pytest.fixture
+def run(grokked_run: Path, tmp_path: Path) -> Path:
+    """A private copy of ``grokked_run`` that a test may write measures into."""
+    out = tmp_path / "groks"
+    shutil.copytree(grokked_run, out)
     return out

@@ -1,9 +1,8 @@
-"""Fixtures for the geometry tests: copies of the tiny grokking run (tests/conftest.py) that a test
-may write measures into, and two seeds of it trained together."""
+"""Fixtures for the geometry tests: two seeds of the tiny grokking run (tests/conftest.py) trained
+together, and the two steps of it that paths start from."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from tests.conftest import GROKS
 GROKS_PATH_STEPS = (12, 150)
 """Two checkpoints of the tiny run that also have metrics rows (metrics every 2 steps): memorised
 (train accuracy 1, test accuracy near chance) and generalised."""
-
-
-@pytest.fixture
-def run_copy(grokked_run: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny grokking run."""
-    out = tmp_path / "groks"
-    shutil.copytree(grokked_run, out)
-    return out
 
 
 @pytest.fixture(scope="session")

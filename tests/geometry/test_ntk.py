@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -155,13 +154,6 @@ def test_config_validation_and_rows():
 
 
 SMALL = NTKConfig(inputs=40, top=4, probes=4)
-
-
-@pytest.fixture
-def run(grokked_run: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    shutil.copytree(grokked_run, out)
-    return out
 
 
 def test_rows_at_a_runs_checkpoints_and_a_rerun_skips_them(run: Path):

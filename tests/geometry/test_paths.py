@@ -25,12 +25,12 @@ def metrics_at(run: Path, step: int) -> dict:
     return next(row for row in read_rows(run / "metrics.jsonl") if row["step"] == step)
 
 
-def test_endpoints_reproduce_the_checkpoints_metrics_exactly(run_copy: Path):
+def test_endpoints_reproduce_the_checkpoints_metrics_exactly(run: Path):
     a, b = GROKS_PATH_STEPS
-    result = straight_path(parse_checkpoint(f"{run_copy}@{a}"), parse_checkpoint(f"{run_copy}@{b}"), points=6)
+    result = straight_path(parse_checkpoint(f"{run}@{a}"), parse_checkpoint(f"{run}@{b}"), points=6)
     values = result.parameter.values
     for index, step in ((0, a), (-1, b)):
-        logged = metrics_at(run_copy, step)
+        logged = metrics_at(run, step)
         for name in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "weight_norm"):
             assert values[name][index] == logged[name], (step, name)
     assert result.parameter.t == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -40,9 +40,9 @@ def test_endpoints_reproduce_the_checkpoints_metrics_exactly(run_copy: Path):
     assert result.function.values["key_energy"][-1] > result.function.values["key_energy"][0] + 0.3
 
 
-def test_the_function_path_of_a_convex_loss_has_no_barrier(run_copy: Path):
+def test_the_function_path_of_a_convex_loss_has_no_barrier(run: Path):
     a, b = GROKS_PATH_STEPS
-    result = straight_path(parse_checkpoint(f"{run_copy}@{a}"), parse_checkpoint(f"{run_copy}@{b}"), points=21)
+    result = straight_path(parse_checkpoint(f"{run}@{a}"), parse_checkpoint(f"{run}@{b}"), points=21)
     for name in ("train_loss", "test_loss"):
         values, t = result.function.values[name], result.function.t
         assert result.function.barriers[name]["height"] <= 1e-12
@@ -88,9 +88,9 @@ def permuted_copy(run: Path, out: Path, seed: int) -> dict[str, torch.Tensor]:
     return perms
 
 
-def test_alignment_of_a_permuted_copy_recovers_it_and_leaves_no_barrier(run_copy: Path, tmp_path: Path):
-    permuted_copy(run_copy, tmp_path / "permuted", seed=3)
-    a, b = parse_checkpoint(f"{run_copy}@last"), parse_checkpoint(f"{tmp_path / 'permuted'}@last")
+def test_alignment_of_a_permuted_copy_recovers_it_and_leaves_no_barrier(run: Path, tmp_path: Path):
+    permuted_copy(run, tmp_path / "permuted", seed=3)
+    a, b = parse_checkpoint(f"{run}@last"), parse_checkpoint(f"{tmp_path / 'permuted'}@last")
     raw = straight_path(a, b, points=11)
     aligned = straight_path(a, b, points=11, align=True)
     assert raw.parameter.barriers["train_loss"]["height"] > 1e-3
@@ -116,25 +116,25 @@ def test_two_seeds_path_is_recorded_in_a(two_seeds: Path, tmp_path: Path):
     assert load_paths(runs / "seed-1") == []
 
 
-def test_refusals_name_what_is_wrong(run_copy: Path, tmp_path: Path):
+def test_refusals_name_what_is_wrong(run: Path, tmp_path: Path):
     with pytest.raises(ConfigError, match="RUN@STEP"):
-        parse_checkpoint(str(run_copy))
+        parse_checkpoint(str(run))
     with pytest.raises(RunError, match=r"no checkpoint at step 7; available: 11 steps from 0 to 150"):
-        parse_checkpoint(f"{run_copy}@7")
+        parse_checkpoint(f"{run}@7")
     with pytest.raises(RunError, match="does not exist"):
         parse_checkpoint(f"{tmp_path / 'nowhere'}@3")
     with pytest.raises(ConfigError, match="integer or 'last'"):
-        parse_checkpoint(f"{run_copy}@x")
+        parse_checkpoint(f"{run}@x")
     wide = tmp_path / "wide"
     train(GROKS.override(**{"model.d_mlp": 48, "epochs": 4}), wide)
     with pytest.raises(ConfigError, match=r"differ in architecture: .*groks@150 \(gromov: width 96.* against "
                                           r".*wide@4 \(gromov: width 48"):
-        straight_path(parse_checkpoint(f"{run_copy}@last"), parse_checkpoint(f"{wide}@last"))
+        straight_path(parse_checkpoint(f"{run}@last"), parse_checkpoint(f"{wide}@last"))
     other_task = tmp_path / "mul"
     train(GROKS.override(**{"task.op": "mul", "epochs": 4}), other_task)
     with pytest.raises(ConfigError, match="differ in task"):
-        straight_path(parse_checkpoint(f"{run_copy}@last"), parse_checkpoint(f"{other_task}@last"))
-    a = parse_checkpoint(f"{run_copy}@last")
+        straight_path(parse_checkpoint(f"{run}@last"), parse_checkpoint(f"{other_task}@last"))
+    a = parse_checkpoint(f"{run}@last")
     with pytest.raises(ConfigError, match="from 2 to 1001, got 1"):
         straight_path(a, a, points=1)
     with pytest.raises(ResourceError, match=r"needs about .* GiB .*--no-mechanism"):

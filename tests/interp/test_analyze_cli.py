@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from progsynth.cli import app
 from progsynth.runs.store import MEASURES, RunStore
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def run(grokked_run: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    shutil.copytree(grokked_run, out)
-    return out
 
 
 def words(output: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import weakref
 from pathlib import Path
 
@@ -13,13 +12,6 @@ from progsynth.runs.store import MEASURES, RunStore
 
 COLUMNS = ["restricted_loss", "excluded_loss", "gini_embedding", "gini_neuron_logit", "weight_norm",
            "train_loss", "test_loss"]
-
-
-@pytest.fixture
-def run(grokked_run: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    shutil.copytree(grokked_run, out)
-    return out
 
 
 class LoadTracker:

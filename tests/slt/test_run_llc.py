@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from progsynth.slt.run_llc import load_llc
 
 runner = CliRunner()
 FAST = ["--chains", "3", "--draws", "60", "--burnin", "20", "--epsilon", "5e-4"]
-
-
-@pytest.fixture
-def run(grokked_run: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    shutil.copytree(grokked_run, out)
-    return out
 
 
 def test_llc_writes_rows_the_report_reads_and_a_rerun_skips_them(run: Path):
