@@ -168,6 +168,7 @@ def test_rows_at_a_runs_checkpoints_and_a_rerun_skips_them(run: Path):
     for _, row in table.iterrows():
         assert len(row["eigenvalues"]) == 4 and row["eigenvalues"] == sorted(row["eigenvalues"], reverse=True)
         assert row["inputs"] == 40 and row["method"] == "dense" and row["factorisation_error"] < 1e-10
+        assert row["function_gradient_norm"] > 0 and row["gradient_norm"] > 0
         assert row["relabelling"] == "identity" and row["key_frequencies"]
         assert len(row["frequency_content"]) == 4 and all(len(s) == 23 // 2 for s in row["frequency_content"])
         assert all(0 <= s <= 1 + 1e-9 for s in row["key_share"])

@@ -7,7 +7,8 @@ the config's seed, sorted). For modular tasks the top eigenvectors' Fourier cont
 against the relabelling and key frequencies of the run's *final* checkpoint (``interp.extract``),
 used at every step as ``interp.measures`` does, so the rows track how the kernel's top eigenspace
 comes to line up with the final program. Each row also checks the factorisation ∇_w L = J_fᵀ ∇ℓ
-(``factorisation``) on the run's training set in float64, with the run's loss lens.
+(``factorisation``) on the run's training set in float64, with the run's loss lens, and records
+the norms of the function-space gradient ∇ℓ at f_w and of the parameter gradient beside it.
 
 Each checkpoint is one row of measures.jsonl with ``analysis = "ntk"``::
 
@@ -15,7 +16,8 @@ Each checkpoint is one row of measures.jsonl with ``analysis = "ntk"``::
      "trace_stderr": 1.2e5, "top_share": 0.41, "method": "lanczos", "matvecs": 97, "seconds": 12.1,
      "inputs": 1000, "relabelling": "identity", "key_frequencies": [14, 35, 41],
      "frequency_content": [[...], ...], "key_share": [...], "eigenspace_content": [...],
-     "eigenspace_key_share": 0.62, "factorisation_error": 2e-16,
+     "eigenspace_key_share": 0.62, "factorisation_error": 2e-16, "function_gradient_norm": 0.003,
+     "gradient_norm": 0.41,
      "ntk_config": {"inputs": 1000, "top": 20, ...}}
 
 ``eigenvalues`` are descending; ``frequency_content`` holds, per top eigenvector, the ⌊n/2⌋ shares
@@ -47,7 +49,7 @@ from torch import nn
 
 from progsynth.core.smooth import from_module
 from progsynth.errors import NotApplicableError, RunError
-from progsynth.geometry.factorisation import check_factorisation
+from progsynth.geometry.factorisation import Factorisation, check_factorisation
 from progsynth.geometry.ntk import NTKConfig, choose_method, estimate_memory, frequency_content, ntk_spectrum
 from progsynth.interp.extract import extract, load_params
 from progsynth.interp.relabel import GroupGrid, RelabelError
@@ -55,7 +57,7 @@ from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import MEASURES, RunStore, read_rows
 from progsynth.slt.run_llc import parse_steps
 
-__all__ = ["ANALYSIS", "SETTINGS", "settings_of", "RunNTK", "measure_run_ntk", "ntk_row", "factorisation_error",
+__all__ = ["ANALYSIS", "SETTINGS", "settings_of", "RunNTK", "measure_run_ntk", "ntk_row", "factorisation",
            "load_ntk"]
 
 ANALYSIS = "ntk"
@@ -114,14 +116,13 @@ def _float64(value: torch.Tensor) -> torch.Tensor:
     return value.to(torch.float64) if value.is_floating_point() else value
 
 
-def factorisation_error(experiment: Experiment, module: nn.Module, params: dict[str, torch.Tensor]) -> float:
-    """The relative error of ∇_w L = J_fᵀ ∇ℓ on the run's training set, in float64 copies, with the
-    run's loss lens (``factorisation.check_factorisation``)."""
+def factorisation(experiment: Experiment, module: nn.Module, params: dict[str, torch.Tensor]) -> Factorisation:
+    """∇_w L = J_fᵀ ∇ℓ checked on the run's training set, in float64 copies, with the run's loss lens
+    (``factorisation.check_factorisation``): the loss, ‖∇ℓ‖ in function space, ‖∇_w L‖, the error."""
     model = from_module(copy.deepcopy(module).to(torch.float64))
     params64 = {name: value.detach().to(torch.float64) for name, value in params.items()}
-    check = check_factorisation(model, experiment.loss, params64, _float64(experiment.x_train),
-                                _float64(experiment.y_train))
-    return check.relative_error
+    return check_factorisation(model, experiment.loss, params64, _float64(experiment.x_train),
+                               _float64(experiment.y_train))
 
 
 def ntk_row(experiment: Experiment, params: dict[str, torch.Tensor], rows: torch.Tensor, config: NTKConfig,
@@ -132,6 +133,7 @@ def ntk_row(experiment: Experiment, params: dict[str, torch.Tensor], rows: torch
     checkpoint's group grid and key frequencies (None for a task with no Fourier program)."""
     start = time.perf_counter()
     module = experiment.module_template
+    check = factorisation(experiment, module, params)
     spectrum = ntk_spectrum(module, params, experiment.inputs[rows], top=config.top, method=config.method,
                             probes=config.probes, seed=config.seed, max_memory_bytes=config.max_memory_bytes)
     shares = key_share = eigenspace = eigenspace_key = None
@@ -147,7 +149,8 @@ def ntk_row(experiment: Experiment, params: dict[str, torch.Tensor], rows: torch
         "key_frequencies": None if grid is None else list(key or []),
         "frequency_content": shares, "key_share": key_share, "eigenspace_content": eigenspace,
         "eigenspace_key_share": eigenspace_key,
-        "factorisation_error": factorisation_error(experiment, module, params),
+        "factorisation_error": check.relative_error, "function_gradient_norm": check.function_gradient_norm,
+        "gradient_norm": check.gradient_norm,
         "seconds": time.perf_counter() - start, "ntk_config": settings_of(config),
     }
 
