@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from progsynth.errors import ConfigError, RunError
 from progsynth.geometry.contrast import contrast_checkpoints, default_steps, load_contrasts

@@ -227,7 +227,6 @@ def group_grid(relabelling: Relabelling, operands: torch.Tensor) -> GroupGrid:
     Raises RelabelError naming a missing pair when the data do not hold the whole group (for
     example the identity relabelling on division data, which lack b = 0).
     """
-    p = relabelling.p
     if not isinstance(operands, torch.Tensor) or operands.dim() != 2 or operands.shape[1] != 2:
         raise ConfigError(f"group_grid expects operands of shape (N, 2), got {getattr(operands, 'shape', operands)!r}")
     a, b = operands[:, 0], operands[:, 1]

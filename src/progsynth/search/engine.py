@@ -24,7 +24,7 @@ from progsynth.search.enumerate import Enumeration, ProgramRefs, Progress, SizeC
 from progsynth.search.grammar import Grammar
 from progsynth.search.hashing import row_keys
 from progsynth.search.kernels import kernel_for
-from progsynth.search.posterior import Posterior, Predictive, posterior, predictive
+from progsynth.search.posterior import Posterior, posterior, predictive
 from progsynth.tasks.expression import Expr, render
 
 __all__ = ["search_programs", "SearchResult", "TopProgram", "BestFit", "DEFAULT_MAX_CANDIDATES",

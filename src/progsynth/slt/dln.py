@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from progsynth.errors import ConfigError, ProgsynthError
+from progsynth.errors import ProgsynthError
 from progsynth.models.linear import DLNParams, check_widths, dln_data, dln_forward, dln_true_solution
 from progsynth.slt.llc import LLCResult, SGLDConfig, estimate_llc, squared_error
 from progsynth.tasks.common import check_seed

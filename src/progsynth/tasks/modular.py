@@ -52,7 +52,7 @@ import torch
 from progsynth.errors import ConfigError
 from progsynth.tasks.common import (MAX_P, TaskData, check_int, check_seed, check_train_fraction, import_function, is_import_path,
                                     one_hot_concat, train_test_split)
-from progsynth.tasks.expression import Const, Expr, Op, Pow, Var, evaluate, parse_arithmetic, render
+from progsynth.tasks.expression import Const, Expr, Pow, Var, evaluate, parse_arithmetic, render
 
 __all__ = [
     "Operation",
