@@ -189,7 +189,7 @@ OPTIONS = {
               "--task": WORDS, "--op": WORDS, "--p": SMALL, "--n-bits": SMALL, "--k": SMALL,
               "--n-samples": SMALL, "--function": WORDS, "--task-seed": VALUE, "--train-fraction": VALUE,
               "--split-seed": VALUE, "--model": WORDS, "--epochs": VALUE, "--lr": VALUE,
-              "--weight-decay": VALUE, "--seed": VALUE},
+              "--weight-decay": VALUE, "--seed": VALUE, "--label-noise": VALUE, "--label-noise-seed": VALUE},
     "llc": {"--checkpoints": VALUE, "--gamma": VALUE, "--seed": VALUE, "--epsilon": VALUE},
     "llc-dln": {"--widths": VALUE, "--rank": SMALL, "--n": SMALL, "--data-seed": VALUE, "--gamma": VALUE,
                 "--seed": VALUE, "--batch-size": SMALL},

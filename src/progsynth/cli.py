@@ -200,6 +200,15 @@ def train(
     lr: float = typer.Option(None, help="Learning rate."),
     weight_decay: float = typer.Option(None, "--weight-decay", help="Weight decay."),
     seed: int = typer.Option(None, help="Model seed."),
+    label_noise: float = typer.Option(
+        None, "--label-noise", min=0.0, max=1.0,
+        help="Fraction Q in [0, 1] of the training labels replaced by a uniformly random wrong label "
+             "(exactly round(Q·n_train) of them; test labels stay true). Default 0 (none), or the --config "
+             "file's."),
+    label_noise_seed: int = typer.Option(
+        None, "--label-noise-seed",
+        help="Seed of which training labels --label-noise replaces and by what; independent of --seed and "
+             "--split-seed. Default 0, or the --config file's."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Train a network on an algorithmic task into a run directory.
@@ -221,7 +230,8 @@ def train(
             raise ConfigError("--resume needs a run directory, got an empty string")
         if resume_dir is not None:
             fixed = {"--preset": preset_name, "--config": config_file, "--out": out, "--seeds": seeds, "--model": model,
-                     "--epochs": epochs, "--lr": lr, "--weight-decay": weight_decay, "--seed": seed}
+                     "--epochs": epochs, "--lr": lr, "--weight-decay": weight_decay, "--seed": seed,
+                     "--label-noise": label_noise, "--label-noise-seed": label_noise_seed}
             given = [flag for flag, value in fixed.items() if value is not None] + _given_task_flags(
                 _task_changes(task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction, split_seed))
             if given:
@@ -233,7 +243,8 @@ def train(
             changes = _task_changes(task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction,
                                     split_seed)
             config = config.override(**changes, **{"model.name": model, "epochs": epochs, "optim.lr": lr,
-                                                   "optim.weight_decay": weight_decay, "seed": seed})
+                                                   "optim.weight_decay": weight_decay, "seed": seed,
+                                                   "label_noise": label_noise, "label_noise_seed": label_noise_seed})
             seed_list = parse_seeds(seeds) if seeds else None
             target = out or f"runs/{preset_name if not config_file else 'run'}-seed{seeds or config.seed}"
             result = train_run(config, target, seeds=seed_list, progress=update)

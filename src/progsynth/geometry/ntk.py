@@ -69,7 +69,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from progsynth.core.lens import Para
 from progsynth.errors import ConfigError, LensTypeError, ResourceError
 from progsynth.interp.relabel import GroupGrid
-from progsynth.tasks.common import check_int, check_seed
+from progsynth.tasks.common import check_int, check_seed, sample_rows
 
 __all__ = ["METHODS", "GIB", "DENSE_MAX_ENTRIES", "DENSE_MAX_OUTPUTS", "JACOBIAN_CHUNK", "NTKConfig",
            "NTKOperator", "MemoryEstimate", "NTKSpectrum", "FrequencyContent", "estimate_memory", "choose_method",
@@ -96,8 +96,9 @@ class NTKConfig:
     """Settings of an NTK measurement (``run_ntk``; the CLI maps onto these one to one)."""
 
     inputs: int = 1000
-    """Data rows the kernel is computed on: drawn without replacement from all of the run's rows
-    with a ``torch.Generator`` seeded by ``seed``, then sorted; all rows when there are fewer."""
+    """Data rows the kernel is computed on: drawn without replacement from all of the run's rows,
+    training and held-out alike, with ``seed`` (``tasks.common.sample_rows``), then sorted; all rows
+    when there are fewer."""
     top: int = 20
     """Eigenvalues and eigenvectors computed (the largest)."""
     probes: int = 16
@@ -119,12 +120,9 @@ class NTKConfig:
         check_int("max_memory_bytes", self.max_memory_bytes, 1)
 
     def rows(self, total: int) -> torch.Tensor:
-        """The sorted int64 indices of the rows used among ``total`` data rows (field ``inputs``)."""
-        check_int("the number of data rows", total, 1)
-        if self.inputs >= total:
-            return torch.arange(total)
-        generator = torch.Generator().manual_seed(self.seed)
-        return torch.randperm(total, generator=generator)[: self.inputs].sort().values
+        """The sorted int64 indices of the rows used among ``total`` data rows (field ``inputs``;
+        ``tasks.common.sample_rows``)."""
+        return sample_rows(total, self.inputs, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready."""

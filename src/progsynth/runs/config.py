@@ -18,7 +18,7 @@ from typing import Any
 from progsynth.core.optim import OPTIMIZER_NAMES
 from progsynth.errors import ConfigError
 from progsynth.tasks import Task, make_task, task_from_dict, task_to_dict
-from progsynth.tasks.common import check_int, check_seed
+from progsynth.tasks.common import check_int, check_label_noise, check_seed
 from progsynth.tasks.registry import DEFAULT_FAMILY, is_task
 
 MAX_STEPS = 10**9
@@ -116,6 +116,13 @@ class RunConfig:
     """Examples per step; None means full batch."""
     seed: int = 0
     """Model initialisation (and minibatch order) seed."""
+    label_noise: float = 0.0
+    """Fraction Q in [0, 1] of the training examples whose label is replaced by a uniformly random
+    wrong label (Zhang et al. 2017's random labels; ``tasks.common.with_label_noise``): exactly
+    round(Q · n_train) training labels differ from the true ones; held-out labels stay true. 0: none."""
+    label_noise_seed: int = 0
+    """Seed that picks which training examples get a wrong label and which wrong label each gets;
+    independent of ``seed`` (the model) and of the task's ``split_seed``."""
     dtype: str = "float32"
     """'float32' or 'float64'."""
     metrics_every: int = 10
@@ -140,6 +147,8 @@ class RunConfig:
         _check(self.loss_dtype is None or (isinstance(self.loss_dtype, str) and self.loss_dtype in ("float32", "float64")),
                f"loss_dtype must be None, 'float32' or 'float64', got {_shown(self.loss_dtype)}")
         check_seed("seed", self.seed)
+        check_label_noise(self.label_noise)
+        check_seed("label_noise_seed", self.label_noise_seed)
         check_int("metrics_every", self.metrics_every, 1, MAX_STEPS)
         check_int("max_checkpoints", self.max_checkpoints, 2, 100_000)
         _number("resume_every_s", self.resume_every_s, 0, open_low=True)

@@ -1,7 +1,9 @@
 """Everything a run's configuration determines, built once: data, model, lenses and learner.
 
 Training (``runs.train``) and analyses that re-open a run both build an ``Experiment`` from the
-run's config, so a checkpoint always meets the exact model and data it was trained with.
+run's config, so a checkpoint always meets the exact model and data it was trained with. The data
+comes from ``run_data``, the one place that turns a config into the labels as trained (with the
+config's label noise on the training rows), which the program search of a run reads too.
 """
 
 from __future__ import annotations
@@ -18,19 +20,31 @@ from progsynth.core.optim import optimizer_from_name
 from progsynth.core.smooth import from_module
 from progsynth.models import build_model
 from progsynth.runs.config import RunConfig
+from progsynth.tasks.common import TaskData, with_label_noise
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def run_data(config: RunConfig) -> TaskData:
+    """The data a run with ``config`` trains on: its task's examples and split, with
+    ``config.label_noise`` of the training labels replaced by random wrong ones (seeded by
+    ``config.label_noise_seed``; test labels true). Every reader of a run's labels goes through
+    here, so each analysis sees exactly the labels that were trained."""
+    return with_label_noise(config.task.dataset(), config.label_noise, config.label_noise_seed)
+
+
 class Experiment:
-    """Data, model and learner for one run configuration (shared by every seed of a group)."""
+    """Data, model and learner for one run configuration (shared by every seed of a group).
+
+    ``data`` and ``labels`` are the labels as trained (``run_data``): with label noise, the noisy
+    labels on the training rows and the true labels on the test rows."""
 
     def __init__(self, config: RunConfig):
         config.validate()
         self.config = config
         self.dtype = DTYPES[config.dtype]
         self.task = config.task
-        self.data = self.task.dataset()
+        self.data = run_data(config)
         self.module_template = self.build_module(seed=0)
         inputs = self.data.inputs(getattr(self.module_template, "input_kind", "tokens"), self.dtype)
         labels = self.data.labels

@@ -8,8 +8,10 @@ is a program of size 2k − 1), the search Barak et al. compare SGD with.
 
 ``search_task`` searches on the task's training split and predicts its test split (the held-out
 accuracy of the MAP program and of the Bayes mixture). ``search_run`` does the same for a run
-directory, rebuilding the split from its ``config.json``, and appends one ``analysis: "search"``
-row to ``measures.jsonl`` (the other analyses read only their own rows).
+directory on exactly the labels it was trained with (``runs.experiment.run_data``: its split from
+``config.json``, with the run's label noise on the training rows, so a search on a random-label run
+fits the same labels SGD fitted), and appends one ``analysis: "search"`` row to ``measures.jsonl``
+(the other analyses read only their own rows).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from progsynth.search.engine import (DEFAULT_MAX_CANDIDATES, DEFAULT_MAX_CONSIST
                                      SearchResult, search_programs)
 from progsynth.search.enumerate import Progress
 from progsynth.search.grammar import BOOLEAN_GATES, Grammar, arithmetic_grammar, boolean_grammar
-from progsynth.tasks.common import Task
+from progsynth.tasks.common import Task, TaskData
 from progsynth.tasks.modular import is_prime
 
 __all__ = ["ANALYSIS", "DEFAULT_MAX_SIZE", "TaskSearch", "default_gates", "grammar_for", "parse_gates",
@@ -87,10 +89,18 @@ def grammar_for(task: Task, gates: Sequence[str] | None = None) -> Grammar:
 
 def search_task(task: Task, max_size: int = DEFAULT_MAX_SIZE, gates: Sequence[str] | None = None,
                 max_candidates: int = DEFAULT_MAX_CANDIDATES, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
-                max_consistent: int = DEFAULT_MAX_CONSISTENT, progress: Progress | None = None) -> TaskSearch:
-    """Search ``task``'s grammar on its training split; predict its test split."""
+                max_consistent: int = DEFAULT_MAX_CONSISTENT, progress: Progress | None = None,
+                data: TaskData | None = None) -> TaskSearch:
+    """Search ``task``'s grammar on its training split; predict its test split.
+
+    ``data``: the examples, labels and split to search (default ``task.dataset()``, the true
+    labels); ``search_run`` passes a run's data as trained, whose training labels may be noisy.
+    """
     grammar = grammar_for(task, gates)
-    data = task.dataset()
+    if data is None:
+        data = task.dataset()
+    elif not isinstance(data, TaskData):
+        raise ConfigError(f"search_task's data must be a TaskData (a task's dataset), got {type(data).__name__}")
     names = task.operand_names()
     train, test = data.train_idx, data.test_idx
     query = data.named_operands(test, names) if len(test) else None
@@ -103,11 +113,14 @@ def search_task(task: Task, max_size: int = DEFAULT_MAX_SIZE, gates: Sequence[st
 
 def search_run(run: str | Path, max_size: int = DEFAULT_MAX_SIZE, gates: Sequence[str] | None = None,
                progress: Progress | None = None, **limits: int) -> TaskSearch:
-    """``search_task`` on a run directory's task and split, recorded as one row of its measures.jsonl."""
+    """``search_task`` on a run directory's task, split and training labels as trained (with its
+    label noise, ``runs.experiment.run_data``), recorded as one row of its measures.jsonl."""
+    from progsynth.runs.experiment import run_data
     from progsynth.runs.store import RunStore
 
     store = RunStore.open(run)
-    found = search_task(store.config().task, max_size, gates, progress=progress, **limits)
+    config = store.config()
+    found = search_task(config.task, max_size, gates, progress=progress, data=run_data(config), **limits)
     summary = found.to_dict()
     with store.writer():
         store.append_measures({"analysis": ANALYSIS, "recorded": time.time(),

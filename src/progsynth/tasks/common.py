@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -31,7 +31,8 @@ from progsynth.errors import ConfigError
 
 __all__ = ["INPUT_KINDS", "DOMAINS", "Task", "BitOperands",
            "TaskData", "train_test_split", "one_hot_concat", "check_int",
-           "check_seed", "MAX_SEED", "MAX_P", "MAX_BITS", "MAX_SAMPLES", "MAX_GATES", "check_train_fraction", "bit_strings", "import_function", "is_import_path"]
+           "check_seed", "MAX_SEED", "MAX_P", "MAX_BITS", "MAX_SAMPLES", "MAX_GATES", "check_train_fraction", "bit_strings", "import_function", "is_import_path",
+           "check_label_noise", "with_label_noise", "sample_rows"]
 
 INPUT_KINDS = ("tokens", "onehot")
 """The input encodings a model can ask a task for (see the module docstring)."""
@@ -135,6 +136,16 @@ def check_train_fraction(value: Any) -> float:
     return float(value)
 
 
+def check_label_noise(value: Any) -> float:
+    """Return the label-noise fraction as a float if it is a finite number in [0, 1] (not a bool),
+    else raise ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= 1:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"label_noise must be a finite number in [0, 1], got {shown}")
+    return float(value)
+
+
 def bit_strings(n_bits: int, n_samples: int | None, generator: torch.Generator) -> torch.Tensor:
     """(N, n_bits) int64 bits: every string in binary counting order with bit 0 the most
     significant (``n_samples`` None), or ``n_samples`` strings drawn uniformly with replacement
@@ -231,3 +242,53 @@ class TaskData:
 
     def __len__(self) -> int:
         return self.operands.shape[0]
+
+
+def with_label_noise(data: TaskData, fraction: float, seed: int) -> TaskData:
+    """``data`` with a fraction of its *training* labels replaced by a uniformly random wrong label
+    (the random-label experiments of Zhang et al. 2017, "Understanding deep learning requires
+    rethinking generalization"); the held-out labels stay true, so test accuracy still measures
+    the true function.
+
+    Exactly ``round(fraction · n_train)`` training rows change (Python's ``round``: halves go to
+    the even integer), chosen uniformly without replacement among the training rows by a
+    ``torch.Generator`` seeded with ``seed``; each gets a label drawn uniformly from the *other*
+    ``n_classes − 1`` classes, so every chosen label really changes and the number of wrong
+    training labels is exactly that count (a uniform draw over all classes would leave about
+    1/n_classes of them unchanged). The same (data, fraction, seed) always gives the same labels;
+    the seed is independent of the split seed and of the model seed. A new ``TaskData`` (of the
+    same class) is returned and ``data`` is left as it is; when no row changes (fraction 0, or a
+    count that rounds to 0) ``data`` itself is returned. Raises ConfigError for a fraction outside
+    [0, 1], a bad seed, or a task with a single class, whose labels cannot be made wrong.
+    """
+    fraction = check_label_noise(fraction)
+    seed = check_seed("label_noise_seed", seed)
+    n_train = int(data.train_idx.numel())
+    n_noisy = round(fraction * n_train)
+    if n_noisy == 0:
+        return data
+    if data.n_classes < 2:
+        raise ConfigError(f"label_noise {fraction:g} needs a task with at least 2 label classes so that a "
+                          f"label can be made wrong; this one has {data.n_classes}")
+    generator = torch.Generator().manual_seed(seed)
+    rows = data.train_idx[torch.randperm(n_train, generator=generator)[:n_noisy]]
+    # label + s mod C with s uniform in 1..C−1 is uniform over the C − 1 other classes.
+    shift = torch.randint(1, data.n_classes, (n_noisy,), generator=generator, dtype=data.labels.dtype)
+    labels = data.labels.clone()
+    labels[rows] = (labels[rows] + shift) % data.n_classes
+    return replace(data, labels=labels)
+
+
+def sample_rows(total: int, count: int, seed: int) -> torch.Tensor:
+    """``count`` of ``total`` data rows drawn without replacement, sorted (all of them when there
+    are fewer): the fixed input subset an analysis reads at every checkpoint (the NTK's inputs,
+    the representations ``compare`` reads). Drawn with numpy's generator seeded by ``seed``, a stream
+    unrelated to the train/test split's ``torch.randperm``: the same seed there would give back the
+    split's own permutation, whose first rows are the training rows."""
+    check_int("the number of data rows", total, 1)
+    check_int("the number of rows to draw", count, 1)
+    check_seed("seed", seed)
+    if count >= total:
+        return torch.arange(total)
+    chosen = np.random.default_rng(seed).choice(total, size=count, replace=False)
+    return torch.from_numpy(np.sort(chosen)).to(torch.int64)
