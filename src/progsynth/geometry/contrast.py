@@ -42,7 +42,7 @@ from progsynth.interp.fourier import DTYPE, gini
 from progsynth.interp.frequencies import embedding_norms
 from progsynth.interp.measures import logit_measures
 from progsynth.runs.experiment import Experiment
-from progsynth.runs.store import RunStore, _summarise
+from progsynth.runs.store import RunStore, _summarise, first_step_reaching
 from progsynth.slt.llc import SGLDConfig
 from progsynth.slt.run_llc import estimate_steps
 
@@ -111,12 +111,11 @@ def default_steps(store: RunStore) -> tuple[int, int]:
     steps = store.checkpoint_steps()
     if not steps:
         raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints")
-    metrics = store.metrics()
-    fitted = metrics[metrics["train_accuracy"] >= FITTED]["step"] if not metrics.empty else []
-    if len(fitted) == 0:
+    fitted = first_step_reaching(store.metrics(), "train_accuracy", FITTED)
+    if fitted is None:
         raise RunError(f"run {str(store.path)!r} never reached train accuracy {FITTED} in its metrics, so there is "
                        f"no memorising checkpoint to default to; give --a STEP (available: {_summarise(steps)})")
-    first = next((s for s in steps if s >= int(fitted.iloc[0])), steps[-1])
+    first = next((s for s in steps if s >= fitted), steps[-1])
     return first, steps[-1]
 
 

@@ -312,6 +312,15 @@ class RunStore:
         _atomic_write(file, lambda tmp: tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in kept)))
 
 
+def first_step_reaching(metrics: pd.DataFrame, column: str, threshold: float) -> int | None:
+    """The first logged step whose ``column`` is ≥ ``threshold`` (when a run fitted its training set
+    or generalised), or None when it never did or the metrics lack the column."""
+    if metrics.empty or column not in metrics.columns:
+        return None
+    hits = metrics.loc[metrics[column] >= threshold, "step"]
+    return int(hits.min()) if len(hits) else None
+
+
 def _append_jsonl(file: Path, row: dict[str, Any]) -> None:
     """Append one row, first cutting off a torn last line (module docstring)."""
     line = json.dumps(row, default=float) + "\n"
