@@ -39,6 +39,8 @@ progsynth path runs/q/seed-0@100 runs/q/seed-0@last
 progsynth path runs/q/seed-0@last runs/q/seed-1@last --align
 progsynth contrast runs/q/seed-0
 progsynth report runs/q/seed-0 --png
+progsynth compare runs/q
+progsynth report --compare runs/q
 progsynth llc-dln --widths 20,10,10,10,20 --rank 5
 progsynth circuit iris --classes 3"""
 
@@ -565,26 +567,53 @@ def versus(
 # ---- report ------------------------------------------------------------------------------------
 @app.command()
 def report(
-    run: str = typer.Argument(..., help="Run directory."),
-    png: bool = typer.Option(False, "--png", help="Also write every figure as RUN/figures/<name>.png."),
+    runs: list[str] = typer.Argument(..., help="Run directory (several with --compare)."),
+    compare_runs: bool = typer.Option(False, "--compare", help="One page comparing the runs given (runs, or "
+                                                               "directories holding runs)."),
+    out: str = typer.Option(None, "--out", help="With --compare: the page to write (default: compare.html in the "
+                                                "runs' common parent directory)."),
+    png: bool = typer.Option(False, "--png", help="Also write every figure as RUN/figures/<name>.png (with "
+                                                  "--compare: figures/ beside the page)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
-    """Write RUN/report.html, a self-contained page on what a run learned.
+    """Write RUN/report.html, a self-contained page on what a run learned; with --compare, one page
+    on many runs of one task.
 
     The page works offline: loss and accuracy over the detected phases, the progress measures, the
     Fourier spectrum of the embedding over training, neurons grouped by frequency, the extracted
-    program and the run's configuration. Analyses not run yet are listed with the command that
-    adds them.
+    program, the NTK, paths and contrasts once measured, and the run's configuration. Analyses not
+    run yet are listed with the command that adds them. --compare draws what `progsynth compare`
+    prints: similarity matrices, the key-frequency histogram, agreement, similarity over training
+    and the random-label table.
 
     Example: progsynth report runs/quick-seed0 --png
+    Example: progsynth report --compare runs/q
     """
     from rich.markup import escape
 
-    from progsynth.report.html import write_report
+    from progsynth.errors import ConfigError
 
     try:
+        if compare_runs:
+            from progsynth.compare.convergence import compare_runs as compare_many
+            from progsynth.report.compare import write_compare_report
+
+            with _checkpoint_bar("compare", as_json, unit="steps") as update:
+                comparison = compare_many(runs, progress=update)
+            page, pngs = write_compare_report(comparison, out, png=png)
+            summary = {**comparison.to_dict(), "report": str(page), "png": [str(p) for p in pngs]}
+            text = escape(_compare_text(summary)) + f"\nreport: {page}"
+            if pngs:
+                text += "\nfigures: " + ", ".join(map(str, pngs))
+            emit(summary, as_json, text)
+            return
+        if len(runs) != 1 or out is not None:
+            raise ConfigError(f"report takes one run directory (got {len(runs)}) and no --out; give --compare to "
+                              "compare several runs on one page")
+        from progsynth.report.html import write_report
+
         with _checkpoint_bar("report", as_json) as update:
-            written = write_report(run, png=png, progress=update)
+            written = write_report(runs[0], png=png, progress=update)
     except ProgsynthError as error:
         fail(error)
     text = escape(written.summary.text()) + f"\nreport: {written.path}"
@@ -977,3 +1006,97 @@ def contrast(
     file = str(Path(run) / MEASURES)
     summary = {**result.to_dict(), "file": file}
     emit(summary, as_json, escape(_contrast_text(summary, file)))
+
+
+# ---- many runs ---------------------------------------------------------------------------------
+def _matrix_text(title: str, names: list[str], matrix: list[list[Any]]) -> list[str]:
+    """A small labelled matrix, two decimals per cell."""
+    width = max(6, max(len(n) for n in names) + 1)
+    lines = [title, " " * width + "".join(f"{i:>6}" for i in range(len(names)))]
+    for i, (name, row) in enumerate(zip(names, matrix)):
+        lines.append(f"{name:<{width}}" + "".join(f"{_num(v, '.2f'):>6}" for v in row) + f"  [{i}]")
+    return lines
+
+
+def _compare_text(c: dict[str, Any]) -> str:
+    """The comparison: runs and programs, frequencies, similarity matrices, over training, groups,
+    random labels."""
+    names = [r["name"] for r in c["runs"]]
+    lines = [f"{len(names)} runs, representations on {c['rows']} inputs ({c['seconds']:.1f} s)",
+             f"{'run':<18}{'model':>12}{'optim':>9}{'Q':>5}{'step':>7}{'fitted':>7}{'general.':>9}{'held-out':>9}"]
+    for r in c["runs"]:
+        p = r["program"]
+        program = "no program read (not a task on Z_p)" if p is None else \
+            f"program {p['key_frequencies']}, {p['description_bits']} bits, {p['verdict_kind']}"
+        lines += [f"{r['name']:<18}{r['model']:>12}{r['optimizer']:>9}{r['label_noise']:>5g}{r['step']:>7}"
+                  f"{_num(r['fitted_step'], 'd'):>7}{_num(r['generalised_step'], 'd'):>9}{r['test_accuracy']:>9.3f}",
+                  f"{'':<18}{program}"]
+    f = c["frequencies"]
+    if f is not None:
+        lines.append(f"key frequencies: {f['counts']} (runs using each); most shared by {f['statistic']} runs, "
+                     f"p = {f['p_value']:.3g} under uniform use"
+                     + (f": preferred {f['preferred']}" if f["preferred"] else ": consistent with uniform use"))
+    lines += _matrix_text("held-out agreement", names, c["agreement"])
+    for measure, site in (("cka", "hidden"), ("cka", "embedding"), ("knn", "hidden"), ("stitching", "hidden")):
+        lines += _matrix_text(f"{measure} ({site})", names, c["similarity"][measure][site])
+    o = c["over_training"]
+    if o["steps"]:
+        lines.append(f"over training ({len(o['steps'])} common steps), mean over pairs at the first / last step: "
+                     + ", ".join(f"{key} {_num(o[key][0], '.2f')} → {_num(o[key][-1], '.2f')}"
+                                 for key in ("agreement", "cka_hidden", "knn_hidden", "stitching_hidden")))
+    g = c["grokking"]
+    lines.append(f"generalisation step against closeness to the others (mean hidden CKA): Spearman ρ = "
+                 f"{_num(g['spearman'], '.3f')}")
+    for group in c["groups"]:
+        lines.append(f"by {group['setting']}: CKA within {_num(group['cka_within'], '.3f')}, between "
+                     f"{_num(group['cka_between'], '.3f')}; " + "; ".join(
+                         f"{x['value']}: {x['generalised']}/{len(x['runs'])} generalised, mean step "
+                         f"{_num(x['mean_generalised_step'], '.0f')}" for x in group["groups"]))
+    if c["random_labels"]:
+        lines.append(f"{'random labels':<24}{'Q':>6}{'fit ep.':>9}{'× clean':>9}{'held-out':>9}{'Σw²':>10}{'λ̂':>9}"
+                     f"{'eff. params':>13}  program")
+        for r in c["random_labels"]:
+            program = f"{r['program_bits']} bits" if r["program_bits"] is not None else \
+                f"none ({r['verdict']}); table {_num(r['lookup_table_bits'], '.0f')} bits"
+            lines.append(f"{r['run']:<24}{r['label_noise']:>6g}{_num(r['fit_epochs'], '.0f'):>9}"
+                         f"{_num(r['fit_ratio'], '.2f'):>9}{r['heldout_accuracy']:>9.3f}{r['weight_norm']:>10.4g}"
+                         f"{_num(r['llc'], '.4g'):>9}{_num(r['effective_parameters'], 'd'):>13}  {program}")
+    lines += [f"note: {n}" for n in c["notes"]]
+    return "\n".join(lines)
+
+
+@app.command()
+def compare(
+    runs: list[str] = typer.Argument(..., help="Run directories, or directories holding runs (e.g. runs/q for "
+                                               "runs/q/seed-0 … seed-7)."),
+    inputs: int = typer.Option(800, "--inputs", help="Data rows the representations are read on (drawn with "
+                                                     "--seed; all when fewer; CompareConfig.inputs)."),
+    k: int = typer.Option(10, "--k", help="Neighbours of the mutual k-NN alignment."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the rows and of the uniformity test."),
+    over_training: bool = typer.Option(True, "--over-training/--final-only", help="Also compare at every "
+                                                                                  "checkpoint step the runs share."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Compare many runs of one task: programs, functions, representations, over training.
+
+    Each run at its newest checkpoint: its extracted program, the distribution of key frequencies
+    across runs with a uniformity test, held-out agreement, CKA, mutual k-NN and linear stitching
+    of the embeddings and hidden units, the same at every common checkpoint step, grokking time
+    against closeness, the settings the runs differ in, and a random-label table when some run
+    trained with --label-noise. Nothing is written; `progsynth report --compare` draws the page.
+
+    Example: progsynth compare runs/q
+    Example: progsynth compare runs/adamw runs/adam runs/momentum --final-only
+    """
+    from rich.markup import escape
+
+    from progsynth.compare.convergence import CompareConfig, compare_runs
+
+    try:
+        config = CompareConfig(inputs=inputs, k=k, seed=seed, over_training=over_training)
+        with _checkpoint_bar("compare", as_json, unit="steps") as update:
+            result = compare_runs(runs, config, progress=update)
+    except ProgsynthError as error:
+        fail(error)
+    summary = result.to_dict()
+    emit(summary, as_json, escape(_compare_text(summary)))

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 import pytest
 
 from progsynth.interp.measures import load_measures, measure_run
 from progsynth.runs.store import MEASURES, RunStore
+from tests.conftest import LoadTracker
 
 COLUMNS = ["restricted_loss", "excluded_loss", "gini_embedding", "gini_neuron_logit", "weight_norm",
            "train_loss", "test_loss"]
-
-
-class LoadTracker:
-    """Wraps RunStore.load_checkpoint: counts loads and how many loaded checkpoints' tensors are alive."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch):
-        self.steps: list[int] = []
-        self.max_alive = 0
-        self._loaded: list[list[weakref.ref]] = []
-        original = RunStore.load_checkpoint
-
-        def load(store: RunStore, step: int | None = None):
-            checkpoint = original(store, step)
-            self._loaded.append([weakref.ref(t) for t in checkpoint.tensors.values()])
-            self.steps.append(checkpoint.step)
-            self.max_alive = max(self.max_alive, self.alive())
-            return checkpoint
-
-        monkeypatch.setattr(RunStore, "load_checkpoint", load)
-
-    def alive(self) -> int:
-        return sum(any(ref() is not None for ref in refs) for refs in self._loaded)
 
 
 def test_measures_every_checkpoint_one_at_a_time(run: Path, monkeypatch: pytest.MonkeyPatch):

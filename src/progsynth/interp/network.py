@@ -63,21 +63,24 @@ def _n_hidden_layers(params: dict[str, torch.Tensor]) -> int:
 
 
 @torch.no_grad()
-def hidden_activations(experiment: Experiment, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(N, d_hidden) float64: the neurons' activations on every data row (module docstring)."""
+def hidden_activations(experiment: Experiment, params: dict[str, torch.Tensor],
+                       rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, d_hidden) float64: the neurons' activations on every data row, or on ``rows`` only
+    (module docstring)."""
     name = _model(experiment)
     P = {k: v.to(torch.float64) for k, v in params.items()}
+    every = slice(None) if rows is None else rows
     if name == "gromov":
-        hidden = experiment.inputs.to(torch.float64) @ P["W_in"]
+        hidden = experiment.inputs[every].to(torch.float64) @ P["W_in"]
         return hidden * hidden
-    operands = experiment.data.operands
+    operands = experiment.data.operands[every]
     if name == "mlp":
         x = P["W_E"][operands].reshape(operands.shape[0], -1)
         act = ACTIVATIONS[experiment.config.model.activation]
         for i in range(_n_hidden_layers(P)):
             x = act(x @ P[f"W_{i}"] + P[f"b_{i}"])
         return x
-    tokens = experiment.inputs
+    tokens = experiment.inputs[every]
     stream = P["W_E"][tokens] + P["W_pos"]  # (N, 3, d_model)
     q = torch.einsum("nd,hde->nhe", stream[:, -1], P["W_Q"])
     k = torch.einsum("npd,hde->nhpe", stream, P["W_K"])
