@@ -199,8 +199,9 @@ OPTIONS = {
     "path": {"--points": SMALL},
     "contrast": {"--a": VALUE, "--b": VALUE},
     "ntk": {"--checkpoints": VALUE, "--seed": VALUE, "--method": WORDS},
+    "compare": {"--inputs": SMALL, "--k": SMALL, "--seed": VALUE},
 }
-POSITIONAL = {"llc": True, "analyze": True, "search": False, "contrast": True, "ntk": True}
+POSITIONAL = {"llc": True, "analyze": True, "search": False, "contrast": True, "ntk": True, "compare": True}
 """Commands taking a run directory (search: optionally)."""
 CHECKPOINT = st.one_of(PATH.map(lambda p: p + "@last"), PATH.map(lambda p: p + "@0"), PATH,
                        st.sampled_from(["{RUN}@7", "{RUN}@-1", "{RUN}@" + "9" * 30, "{RUN}@", "@3", "{RUN}@1e3"]))
@@ -222,6 +223,8 @@ def command_lines(draw: Any) -> list[str]:
         argv += [draw(CHECKPOINT), draw(CHECKPOINT)]
     if command == "contrast":
         argv.append("--no-llc")  # the sampler's defaults take minutes; llc's own cases cover it
+    if command == "compare":
+        argv += [draw(PATH), "--final-only"]  # a second run (or the same one again)
     for flag in draw(st.lists(st.sampled_from(sorted(OPTIONS[command])), max_size=4, unique=True)):
         argv += [flag, draw(OPTIONS[command][flag])]
     bounded = BOUNDED.get(command, [])
