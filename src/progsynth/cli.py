@@ -1073,6 +1073,8 @@ def compare(
                                                      "--seed; all when fewer; CompareConfig.inputs)."),
     k: int = typer.Option(10, "--k", help="Neighbours of the mutual k-NN alignment."),
     seed: int = typer.Option(0, "--seed", help="Seed of the rows and of the uniformity test."),
+    ridge: float = typer.Option(0.01, "--ridge", help="Ridge of the stitching fit, relative to the mean eigenvalue "
+                                                      "(CompareConfig.ridge)."),
     over_training: bool = typer.Option(True, "--over-training/--final-only", help="Also compare at every "
                                                                                   "checkpoint step the runs share."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
@@ -1093,7 +1095,7 @@ def compare(
     from progsynth.compare.convergence import CompareConfig, compare_runs
 
     try:
-        config = CompareConfig(inputs=inputs, k=k, seed=seed, over_training=over_training)
+        config = CompareConfig(inputs=inputs, k=k, seed=seed, ridge=ridge, over_training=over_training)
         with _checkpoint_bar("compare", as_json, unit="steps") as update:
             result = compare_runs(runs, config, progress=update)
     except ProgsynthError as error:

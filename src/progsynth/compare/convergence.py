@@ -84,6 +84,11 @@ class CompareConfig:
     """Neighbours of the mutual k-NN alignment (Huh et al.'s default)."""
     seed: int = 0
     """Seeds the rows and the uniformity test's simulations."""
+    ridge: float = 0.01
+    """Ridge of the stitching fit, relative to the mean eigenvalue of the source's centred fit rows
+    (``similarity.linear_stitching``). A few hundred fit rows for hundreds of hidden units leave an
+    unregularised map free to interpolate the fit rows, and its held-out R² then measures the
+    overfit rather than the representations (README → Results gives the figures)."""
     over_training: bool = True
     """Also compare at every checkpoint step the runs share."""
 
@@ -92,6 +97,8 @@ class CompareConfig:
         check_int("inputs", self.inputs, 2, 10**7)
         check_int("k", self.k, 1)
         check_seed("seed", self.seed)
+        if isinstance(self.ridge, bool) or not isinstance(self.ridge, (int, float)) or not 0 <= self.ridge < math.inf:
+            raise ConfigError(f"ridge must be a finite number ≥ 0, got {self.ridge!r}")
         if not isinstance(self.over_training, bool):
             raise ConfigError(f"over_training must be True or False, got {self.over_training!r}")
 
@@ -285,8 +292,9 @@ def _off_diagonal_mean(matrix: np.ndarray) -> float:
 class _Measures:
     """The pairwise measures of a list of snapshots (shared by the final comparison and each step)."""
 
-    def __init__(self, rows: torch.Tensor, test_idx: torch.Tensor, train_idx: torch.Tensor, k: int):
+    def __init__(self, rows: torch.Tensor, test_idx: torch.Tensor, train_idx: torch.Tensor, k: int, ridge: float):
         self.test_idx = test_idx
+        self.ridge = ridge
         in_train = torch.isin(rows, train_idx)
         self.fit = in_train.nonzero().flatten()
         self.eval = (~in_train).nonzero().flatten()
@@ -307,7 +315,7 @@ class _Measures:
         stitch = self.fit.numel() >= 2 and self.eval.numel() >= 1
         for site in SITES:
             matrices = similarity_matrices([s.representations[site] for s in snaps], self.k,
-                                           self.fit if stitch else None, self.eval if stitch else None)
+                                           self.fit if stitch else None, self.eval if stitch else None, self.ridge)
             for name in MEASURES_BY_NAME:
                 out[name][site] = matrices[name]
         return out
@@ -398,7 +406,7 @@ def compare_runs(paths: list[str | Path], config: CompareConfig = CompareConfig(
     experiment_of = [experiments[_experiment_key(c)] for c in configs]
     data = experiment_of[0].data
     rows = sample_rows(len(data), config.inputs, config.seed)
-    measures = _Measures(rows, data.test_idx, data.train_idx, config.k)
+    measures = _Measures(rows, data.test_idx, data.train_idx, config.k, config.ridge)
     steps_of = [store.checkpoint_steps() for store in stores]
     for run, steps in zip(runs, steps_of):
         if not steps:
@@ -419,8 +427,8 @@ def compare_runs(paths: list[str | Path], config: CompareConfig = CompareConfig(
         width = max(s.representations[site].shape[1] for s in finals)
         if measures.fit.numel() < 2 * width:
             notes.append(f"stitching at the {site} site is fitted on {measures.fit.numel()} training rows for up to "
-                         f"{width} features: with fewer than two rows per feature the map overfits and its held-out "
-                         "R² reads low; raise --inputs")
+                         f"{width} features: with fewer than two rows per feature the fit leans on the ridge "
+                         f"({config.ridge:g}); raise --inputs for a firmer R²")
     agreement = measures.agreement(finals)
     similarity = measures.similarity(finals)
     over: dict[str, Any] = {"steps": common, "agreement": [],
