@@ -111,3 +111,20 @@ def test_effective_parameters_drop_silent_units(run: Path):
     silenced["W_in"][:, :3] = 0  # three x² units with no input
     per_unit = params["W_in"].shape[0] + params["W_out"].shape[1]
     assert effective_parameters(experiment, silenced) == total - 3 * per_unit
+
+
+def test_three_architectures_of_one_task_compare(run: Path, tmp_path: Path):
+    """The Gromov MLP beside an embedding MLP and a transformer on the same task: different widths,
+    the same inputs, so every measure is defined."""
+    train(GROKS.override(**{"model.name": "mlp", "model.d_model": 8, "model.d_mlp": 32, "loss": "cross_entropy",
+                            "epochs": 20}), tmp_path / "mlp")
+    train(GROKS.override(**{"model.name": "transformer", "model.d_model": 16, "model.n_heads": 2,
+                            "model.d_head": 8, "model.d_mlp": 32, "loss": "cross_entropy", "epochs": 20}),
+          tmp_path / "transformer")
+    c = compare_runs([run, tmp_path / "mlp", tmp_path / "transformer"], CompareConfig(inputs=200, k=5,
+                                                                                     over_training=False))
+    assert [f.model for f in c.runs] == ["gromov", "mlp", "transformer"]
+    for measure in ("cka", "knn", "stitching"):
+        for site in ("embedding", "hidden"):
+            assert np.isfinite(c.similarity[measure][site]).all(), (measure, site)
+    assert [g["setting"] for g in c.groups] == ["model"]
