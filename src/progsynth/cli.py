@@ -1027,12 +1027,13 @@ def _compare_text(c: dict[str, Any]) -> str:
     for r in c["runs"]:
         p = r["program"]
         program = "no program read (not a task on Z_p)" if p is None else \
-            f"program {p['key_frequencies']}, {p['description_bits']} bits, {p['verdict_kind']}"
+            f"program {p['key_frequencies']} ({p['relabelling']}), {p['description_bits']} bits, {p['verdict_kind']}"
         lines += [f"{r['name']:<18}{r['model']:>12}{r['optimizer']:>9}{r['label_noise']:>5g}{r['step']:>7}"
                   f"{_num(r['fitted_step'], 'd'):>7}{_num(r['generalised_step'], 'd'):>9}{r['test_accuracy']:>9.3f}",
                   f"{'':<18}{program}"]
     f = c["frequencies"]
     if f is not None:
+        lines.append("key-frequency sets: " + ", ".join(f"{x['frequencies']} ×{x['runs']}" for x in f["sets"]))
         lines.append(f"key frequencies: {f['counts']} (runs using each); most shared by {f['statistic']} runs, "
                      f"p = {f['p_value']:.3g} under uniform use"
                      + (f": preferred {f['preferred']}" if f["preferred"] else ": consistent with uniform use"))
