@@ -90,7 +90,7 @@ def require_devinterp() -> None:
 
 def dln_case(widths: tuple[int, ...], rank: int) -> dict[str, Any]:
     """λ̂ with the automatic defaults next to Aoyagi's λ."""
-    check = check_dln_llc(widths, rank, n=N, config=SGLDConfig(progress=False))
+    check = check_dln_llc(widths, rank, n=N, config=SGLDConfig())
     row = check.to_dict()
     row["ok"] = abs(check.rel_error) <= 0.10
     return row
@@ -101,7 +101,7 @@ def progsynth_run(epsilon: float, draws: int, burnin: int, chains: int) -> tuple
     params, data = dln_problem(*DLN_CASES[0], n=N)
     config = SGLDConfig(epsilon=epsilon, nbeta=default_nbeta(N), localization=COMPARE["localization"],
                         num_chains=chains, num_draws=draws, num_burnin=burnin, batch_size=COMPARE["batch_size"],
-                        seed=COMPARE["seed"], progress=False)
+                        seed=COMPARE["seed"])
     start = time.perf_counter()
     result = estimate_llc(dln_loss, params, data, config)
     return result, time.perf_counter() - start

@@ -684,8 +684,8 @@ def demo(
 # ---- singular learning theory ------------------------------------------------------------------
 def _sgld_config(chains: int | None, draws: int | None, burnin: int | None, epsilon: str | None,
                  localization: float | None, batch_size: int | None, seed: int | None) -> Any:
-    """An SGLDConfig from the CLI's options: None keeps the field's documented default; progress
-    off (the command shows its own bar)."""
+    """An SGLDConfig from the CLI's options: None keeps the field's documented default (the
+    sampler reports no progress: a command passes its bar in with ``dataclasses.replace``)."""
     from progsynth.errors import ConfigError
     from progsynth.slt.llc import SGLDConfig
 
@@ -696,7 +696,7 @@ def _sgld_config(chains: int | None, draws: int | None, burnin: int | None, epsi
             fields["epsilon"] = float(epsilon)
         except ValueError:
             raise ConfigError(f"--epsilon must be a positive number or 'auto', got {epsilon!r}") from None
-    config = SGLDConfig(progress=False, **{k: v for k, v in fields.items() if v is not None})
+    config = SGLDConfig(**{k: v for k, v in fields.items() if v is not None})
     config.validate()
     return config
 
@@ -778,6 +778,8 @@ def llc_dln(
     """
     from rich.markup import escape
 
+    from dataclasses import replace
+
     from progsynth.errors import ConfigError
     from progsynth.slt.dln import check_dln_llc
 
@@ -787,7 +789,8 @@ def llc_dln(
         except ValueError:
             raise ConfigError(f"--widths must be a comma list of positive integers, got {widths!r}") from None
         config = _sgld_config(chains, draws, burnin, epsilon, localization, batch_size, seed)
-        check = check_dln_llc(width_list, rank, n=n, data_seed=data_seed, config=config)
+        with _checkpoint_bar("SGLD", as_json, unit="steps") as update:
+            check = check_dln_llc(width_list, rank, n=n, data_seed=data_seed, config=replace(config, progress=update))
     except ProgsynthError as error:
         fail(error)
     r = check.result

@@ -15,7 +15,7 @@ from progsynth.runs.store import RunStore
 from progsynth.slt.llc import SGLDConfig
 from progsynth.slt.run_llc import load_llc
 
-TINY_LLC = SGLDConfig(num_chains=2, num_draws=100, num_burnin=20, epsilon=1e-4, progress=False)
+TINY_LLC = SGLDConfig(num_chains=2, num_draws=100, num_burnin=20, epsilon=1e-4)
 
 
 def test_memorising_and_generalising_checkpoints_agree_on_train_only(run: Path):

@@ -78,8 +78,7 @@ def test_report_and_llc_work_on_a_parity_run(family_runs, tmp_path):
     not_applicable = next(m for what, m in missing.items() if what.startswith("extracted program"))
     assert not_applicable.reason.startswith("not applicable") and not_applicable.command is None
     assert "progress measures" not in missing  # nothing to suggest: it does not apply
-    result = estimate_run_llc(run, [300], SGLDConfig(num_chains=2, num_draws=30, num_burnin=10, epsilon=1e-4,
-                                                      progress=False))
+    result = estimate_run_llc(run, [300], SGLDConfig(num_chains=2, num_draws=30, num_burnin=10, epsilon=1e-4))
     assert result.computed == (300,) and result.table["llc"].notna().all()
 
 

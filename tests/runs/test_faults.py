@@ -30,7 +30,7 @@ from tests.runs.test_train import TINY
 LONG = TINY.override(epochs=400, max_checkpoints=40, resume_every_s=0.2)
 """About 3.5 s of training in a subprocess: long enough to be killed in the middle."""
 LLC_FLAGS = ["--chains", "2", "--draws", "100", "--burnin", "20", "--epsilon", "1e-4", "--batch-size", "32"]
-LLC_CONFIG = SGLDConfig(num_chains=2, num_draws=100, num_burnin=20, epsilon=1e-4, batch_size=32, progress=False)
+LLC_CONFIG = SGLDConfig(num_chains=2, num_draws=100, num_burnin=20, epsilon=1e-4, batch_size=32)
 PROGSYNTH = [sys.executable, "-c", "from progsynth.cli import main; main()"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -230,3 +230,19 @@ def test_one_chain_and_few_draws_are_flagged():
     enough = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-4, num_chains=2, num_burnin=50,
                                                               num_draws=100))
     assert not any("draws per chain" in w or "one healthy" in w for w in enough.diagnostics.warnings)
+
+
+def test_the_sampler_reports_progress_through_its_callback_and_draws_nothing(capsys):
+    """The library is silent: progress goes to the callback, about a hundred times and at the end."""
+    seen = []
+    torch.manual_seed(0)
+    x = torch.randn(200, 3)
+    y = x @ torch.tensor([1.0, -2.0, 0.5])
+    params = {"w": torch.tensor([1.0, -2.0, 0.5])}
+    config = SGLDConfig(num_chains=2, num_draws=250, num_burnin=50, epsilon=1e-4, batch_size=50,
+                        progress=lambda done, total: seen.append((done, total)))
+    estimate_llc(lambda p, batch: ((batch[0] @ p["w"] - batch[1]) ** 2).mean(), params, (x, y), config)
+    assert seen[-1] == (300, 300) and 90 <= len(seen) <= 101 and all(t == 300 for _, t in seen)
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(ConfigError, match="progress must be None or a callable"):
+        SGLDConfig(progress=True).validate()

@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -171,12 +170,14 @@ class SGLDConfig:
     """Candidate step sizes for ``epsilon="auto"``: the half-decade log grid 1e-8, 3.16e-8, …, 0.316."""
     auto_steps: int = 400
     """SGLD steps of each candidate chain in the ``epsilon="auto"`` sweep."""
-    progress: bool | None = None
-    """Show a rich progress bar on stderr; ``None`` shows it when stderr is a terminal and the run
-    has at least 2,000 steps."""
+    progress: Callable[[int, int], None] | None = None
+    """Called as (SGLD steps done, steps in all) about a hundred times a run; None: silent. The
+    library draws nothing itself: the command line turns this into its progress bar."""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first bad field."""
+        _require(self.progress is None or callable(self.progress),
+                 f"progress must be None or a callable (done, total), got {self.progress!r}")
         if isinstance(self.epsilon, str):
             _require(self.epsilon == "auto", f"epsilon must be a positive number or 'auto', got {self.epsilon!r}")
         else:
@@ -789,17 +790,18 @@ def estimate_llc_for_module(
 
 @contextlib.contextmanager
 def _progress(config: SGLDConfig, total: int) -> Iterator[Callable[[], None]]:
-    """Yield a per-step callback that advances a transient rich progress bar, or does nothing."""
-    show = config.progress if config.progress is not None else (sys.stderr.isatty() and total >= 2000)
-    if not show:
+    """Yield a per-step callback that reports (done, total) to ``config.progress`` about a hundred
+    times, and at the last step; or does nothing."""
+    report = config.progress
+    if report is None:
         yield lambda: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    every, done = max(1, total // 100), 0
 
-    with Progress(
-        TextColumn("SGLD steps"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task("sgld", total=total)
-        yield lambda: bar.advance(task)
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if done % every == 0 or done == total:
+            report(done, total)
+
+    yield tick
