@@ -54,6 +54,7 @@ def test_runs_still_training_differing_settings_and_random_labels(run: Path, tmp
         (short / "checkpoints" / f"step_{step:08d}.safetensors").unlink()
     noisy = tmp_path / "noisy"
     train(GROKS.override(label_noise=1.0, **{"optim.name": "adam", "optim.weight_decay": 0.0}), noisy)
+    RunStore.open(run).append_measures({"step": 150, "analysis": "llc", "llc": 41.5, "llc_stderr": 0.5})
     c = compare_runs([run, short, noisy], CompareConfig(inputs=150, k=5, over_training=False))
     assert c.over_training["steps"] == []
     assert [f.name for f in c.runs] == ["groks", "short", "noisy"] and common_parent([run, short, noisy]) == tmp_path
@@ -67,6 +68,7 @@ def test_runs_still_training_differing_settings_and_random_labels(run: Path, tmp
     assert [r["label_noise"] for r in table] == [0.0, 0.0, 1.0]
     clean, random = table[0], table[-1]
     assert clean["fit_ratio"] == pytest.approx(1.0) and clean["program_bits"] is not None
+    assert (clean["llc"], clean["llc_stderr"]) == (41.5, 0.5) and random["llc"] is None  # read from measures.jsonl
     assert random["heldout_accuracy"] < 0.15 and random["program_bits"] is None and random["verdict"] == "none"
     assert random["lookup_table_bits"] > 0
 

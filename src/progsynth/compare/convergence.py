@@ -53,7 +53,8 @@ from progsynth.interp.extract import extract, load_params
 from progsynth.interp.network import hidden_activations
 from progsynth.runs.config import RunConfig
 from progsynth.runs.experiment import Experiment
-from progsynth.runs.store import CONFIG, MEASURES, RunStore, first_step_reaching, read_rows
+from progsynth.runs.store import CONFIG, RunStore, first_step_reaching
+from progsynth.slt.run_llc import load_llc
 from progsynth.tasks import task_to_dict
 from progsynth.tasks.common import check_int, check_seed, sample_rows
 
@@ -248,10 +249,12 @@ def effective_parameters(experiment: Experiment, params: dict[str, torch.Tensor]
 
 
 def _llc_at(run: Path, step: int) -> tuple[float | None, float | None]:
-    rows = [r for r in read_rows(run / MEASURES) if r.get("analysis") == "llc" and r.get("step") == step]
-    if not rows:
+    """λ̂ and its standard error at ``step`` from the run's newest llc row there (``slt.run_llc``)."""
+    table = load_llc(run)
+    if table.empty or step not in set(table["step"]):
         return None, None
-    return float(rows[-1]["llc"]), float(rows[-1].get("llc_stderr", math.nan))
+    row = table[table["step"] == step].iloc[-1]
+    return float(row["llc"]), float(row.get("llc_stderr", math.nan))
 
 
 def _program(experiment: Experiment, params: dict[str, torch.Tensor], step: int) -> dict[str, Any] | None:

@@ -44,7 +44,7 @@ from progsynth.interp.measures import logit_measures
 from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import RunStore, _summarise, first_step_reaching
 from progsynth.slt.llc import SGLDConfig
-from progsynth.slt.run_llc import estimate_steps
+from progsynth.slt.run_llc import estimate_steps, parse_steps
 
 __all__ = ["ANALYSIS", "FITTED", "Side", "Contrast", "default_steps", "contrast_checkpoints", "load_contrasts"]
 
@@ -154,10 +154,7 @@ def contrast_checkpoints(run: str | Path, step_a: int | None = None, step_b: int
         default_a, default_b = default_steps(store) if step_a is None or step_b is None else (None, None)
         step_a = default_a if step_a is None else step_a
         step_b = default_b if step_b is None else step_b
-        steps = store.checkpoint_steps()
-        for step in (step_a, step_b):
-            if step not in steps:
-                raise RunError(f"run {str(store.path)!r} has no checkpoint at step {step}; available: {_summarise(steps)}")
+        parse_steps(f"{step_a},{step_b}", store.checkpoint_steps())  # RunError listing the steps on disk
         if step_a == step_b:
             raise ConfigError(f"--a and --b are both step {step_a}; contrast two different checkpoints")
         parts = 4 + (1 if llc is not None else 0)
