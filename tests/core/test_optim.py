@@ -358,3 +358,84 @@ def test_repr_and_hyper_are_recorded():
     assert isinstance(opt, SmoothOptimizer)
     assert repr(opt) == "adamw(lr=0.001, betas=(0.9, 0.98), eps=1e-08, weight_decay=1.0)"
     assert repr(rda()) == "rda()"
+
+
+# --------------------------------------------------------------------------- learning-rate warm-up
+
+@pytest.mark.parametrize("warmup", [10, 7])
+@pytest.mark.parametrize("factory, torch_cls, kwargs", TORCH_CASES, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_warmup_matches_torch_optim_with_lambda_lr(factory, torch_cls, kwargs, warmup):
+    """warmup_steps=W is torch.optim with LambdaLR(lambda k: min(k / W, 1)) stepped after each
+    step (the paper's schedule with W = 10): 200-step trajectories agree to 1e-6, and the first
+    step (lr 0) leaves the parameters exactly where they were."""
+    reference = dict(_mlp().named_parameters())
+    torch_opt = torch_cls(reference.values(), **kwargs)
+    schedule = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda k: min(k / warmup, 1))
+    opt = factory(**kwargs, warmup_steps=warmup)
+    params = {k: v.detach().clone() for k, v in reference.items()}
+    start = {k: v.clone() for k, v in params.items()}
+    state = opt.init(params)
+    worst = torch.zeros((), dtype=torch.float64)
+    for step in range(STEPS):
+        state, params = opt.put(state, params, _neg_grad(opt.get(state, params)))
+        if step == 0:
+            assert all(torch.equal(params[k], start[k]) for k in params)
+        torch_opt.zero_grad()
+        _loss(reference).backward()
+        torch_opt.step()
+        schedule.step()
+        worst = torch.stack([worst, *((params[k] - p.detach()).abs().max() for k, p in reference.items())]).max()
+    assert float(worst) <= 1e-6
+    assert max((params[k] - start[k]).abs().max().item() for k in params) > 1e-2
+    assert int(state["step"]) == STEPS
+    for name, p in reference.items():
+        for buffer, theirs in torch_opt.state[p].items():
+            if buffer in TORCH_STATE_SIGN:
+                torch.testing.assert_close(state[buffer][name], TORCH_STATE_SIGN[buffer] * theirs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("factory", SMOOTH, ids=lambda f: f.__name__)
+def test_warmup_zero_is_the_rule_without_warmup_bit_for_bit(factory):
+    params = {k: v.detach().clone() for k, v in _mlp(2).named_parameters()}
+    plain, zero = factory(lr=0.01, weight_decay=0.1), factory(lr=0.01, weight_decay=0.1, warmup_steps=0)
+    assert zero.hyper == plain.hyper and "warmup_steps" not in plain.hyper and repr(zero) == repr(plain)
+    a = b = params
+    sa, sb = plain.init(params), zero.init(params)
+    for _ in range(5):
+        sa, a = plain.put(sa, a, _neg_grad(a))
+        sb, b = zero.put(sb, b, _neg_grad(b))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_warmup_is_recorded_validated_and_reached_by_name():
+    opt = adamw(1e-3, betas=(0.9, 0.98), weight_decay=1.0, warmup_steps=10)
+    assert opt.hyper["warmup_steps"] == 10
+    assert repr(opt) == "adamw(lr=0.001, betas=(0.9, 0.98), eps=1e-08, weight_decay=1.0, warmup_steps=10)"
+    assert optimizer_from_name("adamw", lr=1e-3, warmup_steps=10).hyper["warmup_steps"] == 10
+    assert optimizer_from_name("sgd", lr=0.1, momentum=0.9, warmup_steps=3).hyper["warmup_steps"] == 3
+    for factory in SMOOTH:
+        for bad in (-1, 2.5, True, "10"):
+            with pytest.raises(ConfigError, match=rf"{factory.__name__}: warmup_steps must be an integer ≥ 0.*got"):
+                factory(lr=0.1, warmup_steps=bad)
+
+
+@pytest.mark.parametrize("factory", SMOOTH, ids=lambda f: f.__name__)
+def test_warmup_under_vmap_follows_each_seeds_own_step_count(factory):
+    """The ramp reads the state's own step, per seed under vmap (seeds here start at different
+    counts, inside and past the warm-up), as separate calls do."""
+    opt = factory(lr=0.01, weight_decay=0.1, warmup_steps=10, check_finite=False)
+    starts = [0, 3, 9, 15]
+    params = [{"w": torch.randn(3, 5, generator=gen, dtype=torch.float64)} for _ in starts]
+    stack = lambda trees: tree_map(lambda *leaves: torch.stack(leaves), *trees)  # noqa: E731
+    separate = []
+    for p, start in zip(params, starts):
+        state = opt.init(p)
+        separate.append(({**state, "step": torch.tensor(start)}, p))
+    batched = (stack([s for s, _ in separate]), stack(params))
+    for _ in range(3):
+        dps = [{"w": torch.randn(3, 5, generator=gen, dtype=torch.float64)} for _ in starts]
+        separate = [opt.put(s, p, dp) for (s, p), dp in zip(separate, dps)]
+        batched = torch.func.vmap(opt.put)(*batched, stack(dps))
+    for got, want in zip(tree_leaves(batched), tree_leaves(stack([list(pair) for pair in separate]))):
+        torch.testing.assert_close(got, want, atol=1e-14, rtol=1e-12)
+    assert batched[0]["step"].tolist() == [s + 3 for s in starts]

@@ -12,6 +12,9 @@ from progsynth.runs.experiment import Experiment
 
 MODELS = {
     "transformer": (ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=24), "W_out"),
+    # p + 1 outputs as trained; the neuron-to-logit map and the logits both leave out the '=' column
+    "transformer-unembed-equals": (ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=24, unembed_equals=True),
+                                   "W_out"),
     "gromov": (ModelConfig(name="gromov", d_mlp=24), "W_out"),
     "mlp": (ModelConfig(name="mlp", d_model=8, d_mlp=24), "W_U"),
 }

@@ -74,3 +74,13 @@ def test_parity_task_with_the_mlps():
 def test_errors(args, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         build_model(*args, **kwargs)
+
+
+def test_unembed_equals_reaches_the_transformer_and_is_refused_by_the_mlps():
+    model = build_model("transformer", TASK, seed=0, unembed_equals=True, **SMALL)
+    assert model.config.unembed_equals and model(modular_dataset(TASK).tokens()).shape == (49, 8)
+    assert not build_model("transformer", TASK, seed=0, **SMALL).config.unembed_equals
+    for name in ("gromov", "mlp"):
+        build_model(name, TASK, unembed_equals=False, **SMALL)  # off: the shared default, ignored
+        with pytest.raises(ConfigError, match=f"unembed_equals .* transformer only, not to '{name}'"):
+            build_model(name, TASK, unembed_equals=True, **SMALL)

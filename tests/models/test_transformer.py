@@ -36,10 +36,11 @@ def _value_and_grads(model: torch.nn.Module, tokens: torch.Tensor, cotangent: to
 
 def _assert_same_function(config: TransformerConfig, tokens: torch.Tensor, tol: float = 1e-10) -> None:
     fast, slow = _pair(config)
-    cotangent = torch.randn(tokens.shape[0], config.p, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    outputs = config.d_vocab_out  # p, or p + 1 with unembed_equals
+    cotangent = torch.randn(tokens.shape[0], outputs, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     fast_logits, fast_grads = _value_and_grads(fast, tokens, cotangent)
     slow_logits, slow_grads = _value_and_grads(slow, tokens, cotangent)
-    assert fast_logits.shape == (tokens.shape[0], config.p)
+    assert fast_logits.shape == (tokens.shape[0], outputs)
     assert (fast_logits - slow_logits).abs().max() < tol
     assert fast_grads.keys() == slow_grads.keys()
     for name in fast_grads:
@@ -160,6 +161,79 @@ def test_lens_training_of_the_fast_model_follows_torch_on_the_straightforward_on
         reference = torch.nn.functional.cross_entropy(slow(x), y)
         reference.backward()
         optimizer.step()
+        assert abs(float(loss) - float(reference.detach())) < 1e-10
+    for name, param in slow.named_parameters():
+        assert (state.params[name] - param.detach()).abs().max() < 1e-9, name
+
+
+# --------------------------------------------------------------------------- unembed_equals (p + 1 outputs)
+
+
+@pytest.mark.parametrize("p", [7, 13])
+@pytest.mark.parametrize("init", ["nanda", "tl"])
+@pytest.mark.parametrize("mlp_bias", [True, False])
+def test_fast_equals_straightforward_with_the_equals_logit(p, init, mlp_bias):
+    """With p + 1 outputs the fast path still equals the straightforward one, logits and gradients
+    (the cotangent weights the '=' column too, so its gradient into W_U is checked)."""
+    config = TransformerConfig(p=p, d_model=24, n_heads=3, d_head=8, d_mlp=40, init=init, mlp_bias=mlp_bias,
+                               unembed_equals=True)
+    _assert_same_function(config, modular_dataset(ModularTask(p=p, op="sub")).tokens())
+
+
+def test_fast_equals_straightforward_with_the_equals_logit_at_paper_dims_on_arbitrary_tokens():
+    config = TransformerConfig(p=113, unembed_equals=True)
+    _assert_same_function(config, torch.randint(0, 114, (150, 3), generator=torch.Generator().manual_seed(4)))
+
+
+def test_unembed_equals_shapes_init_and_the_other_weights_of_a_seed():
+    """W_U is (d_model, p + 1) with the paper's std 1/√(p + 1); it is drawn last, so every other
+    weight of a seed is the one the p-output model gets, and W_U's first p columns are not."""
+    plain = Transformer(TransformerConfig(p=113), torch.Generator().manual_seed(0))
+    model = Transformer(TransformerConfig(p=113, unembed_equals=True), torch.Generator().manual_seed(0))
+    assert model.config.d_vocab_out == 114 and plain.config.d_vocab_out == 113
+    assert tuple(model.W_U.shape) == (128, 114)
+    assert model.W_U.std().item() == pytest.approx(1 / math.sqrt(114), rel=0.05)
+    for (name, a), b in zip(plain.named_parameters(), model.parameters()):
+        if name != "W_U":
+            assert torch.equal(a, b), name
+    assert model(modular_dataset(ModularTask(p=113)).tokens()[:5]).shape == (5, 114)
+    assert model.unit_permutations()["W_U"] == ("resid", None)  # the '=' column is an output, not permuted
+    slow = StraightforwardTransformer(TransformerConfig(p=7, unembed_equals=True))
+    assert tuple(slow.W_U.shape) == (128, 8)
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None])
+def test_unembed_equals_must_be_a_bool(bad):
+    with pytest.raises(ConfigError, match="unembed_equals must be True or False"):
+        TransformerConfig(p=7, unembed_equals=bad)
+
+
+def test_the_papers_training_step_p_plus_one_outputs_and_warmup_follows_torch():
+    """The paper's code in miniature: the straightforward model with p + 1 outputs, cross-entropy
+    over p + 1 classes, torch.optim.AdamW with LambdaLR(min(k / 10, 1)); the lens learner on the
+    fast model with adamw(warmup_steps=10) takes the same steps (float64)."""
+    from progsynth.core.learner import Learner
+    from progsynth.core.losses import learning_rate, softmax_cross_entropy
+    from progsynth.core.optim import adamw
+    from progsynth.core.smooth import from_module
+
+    config = TransformerConfig(p=13, d_model=16, n_heads=2, d_head=8, d_mlp=32, unembed_equals=True)
+    data = modular_dataset(ModularTask(p=13))
+    x, y = data.tokens()[data.train_idx], data.labels[data.train_idx]
+    fast, slow = _pair(config)
+    lens = from_module(fast)
+    learner = Learner(lens, softmax_cross_entropy(), adamw(1e-2, (0.9, 0.98), 1e-8, 1.0, warmup_steps=10),
+                      learning_rate(1.0))
+    state = learner.init(lens.init())
+    optimizer = torch.optim.AdamW(slow.parameters(), lr=1e-2, betas=(0.9, 0.98), eps=1e-8, weight_decay=1.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(step / 10, 1))
+    for _ in range(15):
+        state, loss = learner.step(state, x, y)
+        optimizer.zero_grad()
+        reference = torch.nn.functional.cross_entropy(slow(x), y)
+        reference.backward()
+        optimizer.step()
+        schedule.step()
         assert abs(float(loss) - float(reference.detach())) < 1e-10
     for name, param in slow.named_parameters():
         assert (state.params[name] - param.detach()).abs().max() < 1e-9, name

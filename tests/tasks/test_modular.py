@@ -210,3 +210,53 @@ def test_a_formula_alias_is_not_confused_with_an_expression():
     # '(a^2+b)^2' drops to the same characters as the alias 'x2+y2' but is another function
     task = ModularTask(p=7, op="(a^2+b)^2")
     assert task.op == "(a^2 + b)^2"
+
+
+# --------------------------------------------------------------------------- the paper's split
+
+
+def _papers_split(p: int, fraction: float, seed: int) -> tuple[list, list]:
+    """The paper's code, literally: all (i, j, p) with i outer and j inner, random.seed then
+    random.shuffle with the global generator (its state restored afterwards), first int(fraction · p²)."""
+    import random
+
+    pairs = [(i, j, p) for i in range(p) for j in range(p)]
+    saved = random.getstate()
+    try:
+        random.seed(seed)
+        random.shuffle(pairs)
+    finally:
+        random.setstate(saved)
+    div = int(fraction * len(pairs))
+    return pairs[:div], pairs[div:]
+
+
+@pytest.mark.parametrize("p, fraction, seed", [(113, 0.3, 0), (7, 0.5, 0), (7, 0.3, 5), (11, 0.6, 123)])
+def test_paper_split_holds_out_the_papers_pairs(p, fraction, seed):
+    data = modular_dataset(ModularTask(p=p, train_fraction=fraction, split_seed=seed, split="paper"))
+    train, test = _papers_split(p, fraction, seed)
+    as_pairs = lambda rows: sorted(map(tuple, data.operands[rows].tolist()))  # noqa: E731
+    assert as_pairs(data.train_idx) == sorted((i, j) for i, j, _ in train)
+    assert as_pairs(data.test_idx) == sorted((i, j) for i, j, _ in test)
+    assert bool((data.train_idx[1:] > data.train_idx[:-1]).all())  # sorted, as every split
+    if p == 113:
+        assert (len(data.train_idx), len(data.test_idx)) == (3830, 8939)
+
+
+def test_paper_split_differs_from_the_random_split_and_is_recorded():
+    paper = ModularTask(p=31, split="paper")
+    assert ModularTask(p=31).split == "random"
+    assert not torch.equal(modular_dataset(paper).train_idx, modular_dataset(ModularTask(p=31)).train_idx)
+    assert paper != ModularTask(p=31)
+    assert torch.equal(modular_dataset(paper).train_idx, modular_dataset(ModularTask(p=31, split="paper")).train_idx)
+
+
+def test_paper_split_of_division_shuffles_the_valid_pairs():
+    data = modular_dataset(ModularTask(p=7, op="div", train_fraction=0.5, split="paper"))
+    assert len(data.train_idx) == 21 and len(data.test_idx) == 21
+
+
+@pytest.mark.parametrize("bad", ["shuffle", "Paper", 1, None])
+def test_unknown_split_names_the_choices(bad):
+    with pytest.raises(ConfigError, match=r"split must be one of 'random', 'paper', got"):
+        ModularTask(p=7, split=bad)

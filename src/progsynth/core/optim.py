@@ -31,6 +31,14 @@ Buffers accumulate p' (the paper's v ← γv + p'), so ``momentum_buffer`` and `
 **Weight decay.** Coupled (gd, momentum, adagrad, adam): the loss gains ½·wd·|p|², so
 p' ← p' − wd·p (torch's grad + wd·p). Decoupled (adamw): p ← p·(1 − lr·wd) before the step.
 
+**Warm-up.** ``warmup_steps=W > 0`` (every smooth optimizer) ramps the step size linearly: put
+number t = 1, 2, ... uses lr_t = lr·min((t − 1)/W, 1) wherever torch.optim reads the group's lr
+(AdamW's decoupled decay p·(1 − lr_t·wd) included), so the first step has lr 0 and moves only the
+buffers. That is torch.optim with ``LambdaLR(opt, lambda k: min(k / W, 1))`` stepped after each
+``opt.step()``, as the paper's grokking code does with W = 10. t is the state's own ``"step"``,
+so the ramp is pure, runs under vmap (one count per seed) and resumes exactly from a saved state.
+W = 0 (the default) leaves every rule as it was, operation for operation.
+
 **Purity and vmap.** ``put`` only builds new tensors: no in-place ops, no ``.item()``, no
 ``torch._foreach_*``. So the whole step runs under ``torch.func.vmap`` over a stack of seeds, and
 ``torch.func.grad`` can differentiate through it.
@@ -151,7 +159,7 @@ def _reject_options(opt: str, options: dict[str, Any], hyper: dict[str, Any]) ->
     """Raise ``UnsupportedOptionError`` for any option beyond ``hyper`` that would change the result."""
     for option, value in options.items():
         if option not in _TORCH_ONLY_OPTIONS:
-            accepted = ", ".join([*hyper, "check_finite"])
+            accepted = ", ".join([*(k for k in hyper if k != "warmup_steps"), "warmup_steps", "check_finite"])
             raise UnsupportedOptionError(f"{opt}: unknown option {option!r}; accepted: {accepted}")
         if value is not None and value is not False:
             raise UnsupportedOptionError(
@@ -188,6 +196,23 @@ def _no_scalars(step: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return ()
 
 
+def _warmup_steps(opt: str, hyper: dict[str, Any], warmup_steps: Any) -> int:
+    """Check the warm-up length (an int ≥ 0) and record it in ``hyper`` when it is not 0."""
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) or warmup_steps < 0:
+        raise ConfigError(f"{opt}: warmup_steps must be an integer ≥ 0 (0: no warm-up), got {warmup_steps!r}")
+    if warmup_steps:
+        hyper["warmup_steps"] = int(warmup_steps)
+    return int(warmup_steps)
+
+
+def _warm_lr(lr: float, warmup_steps: int, t: torch.Tensor) -> Any:
+    """The step size of put number t (float64 0-dim): lr·min((t − 1)/W, 1) as a tensor, or the
+    float lr itself without warm-up (W = 0), so a rule without warm-up computes what it always did."""
+    if warmup_steps == 0:
+        return lr
+    return lr * torch.clamp((t - 1.0) / warmup_steps, max=1.0)
+
+
 # --------------------------------------------------------------------------- smooth optimizers
 
 LeafUpdate = Callable[
@@ -216,7 +241,8 @@ class SmoothOptimizer:
     ``scalars(t)`` turns the step count t = 1, 2, ... (a float64 0-dim tensor) into the
     step-dependent coefficients (bias corrections, decayed rates), computed once per step for all
     leaves; ``update(p, p', buffers, scalars)`` returns the new leaf and its new buffers.
-    ``hyper`` records the validated hyper-parameters (for display and run configs).
+    ``hyper`` records the validated hyper-parameters (for display and run configs;
+    ``warmup_steps`` only when it is not 0).
     """
 
     name: str
@@ -295,17 +321,28 @@ class SmoothOptimizer:
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.hyper.items())})"
 
 
-def gd(lr: float, weight_decay: float = 0.0, *, check_finite: bool = True, **torch_options: Any) -> SmoothOptimizer:
+def gd(lr: float, weight_decay: float = 0.0, *, warmup_steps: int = 0, check_finite: bool = True,
+       **torch_options: Any) -> SmoothOptimizer:
     """Gradient descent p ← p + lr·(p' − wd·p): ``torch.optim.SGD`` without momentum."""
     hyper = {"lr": _number("gd", "lr", lr, open_low=True),
              "weight_decay": _number("gd", "weight_decay", weight_decay)}
+    warmup = _warmup_steps("gd", hyper, warmup_steps)
     _reject_options("gd", torch_options, hyper)
     lr, wd = hyper["lr"], hyper["weight_decay"]
 
-    def update(p, dp, buffers, scalars):
-        return torch.add(p, _l2(dp, p, wd), alpha=lr), ()
+    if warmup == 0:
+        def update(p, dp, buffers, scalars):
+            return torch.add(p, _l2(dp, p, wd), alpha=lr), ()
 
-    return SmoothOptimizer("gd", hyper, {}, _no_scalars, update, check_finite)
+        return SmoothOptimizer("gd", hyper, {}, _no_scalars, update, check_finite)
+
+    def warm_scalars(t):
+        return (_warm_lr(lr, warmup, t),)
+
+    def warm_update(p, dp, buffers, scalars):
+        return torch.addcmul(p, _l2(dp, p, wd), scalars[0]), ()
+
+    return SmoothOptimizer("gd", hyper, {}, warm_scalars, warm_update, check_finite)
 
 
 def momentum(
@@ -315,6 +352,7 @@ def momentum(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     *,
+    warmup_steps: int = 0,
     check_finite: bool = True,
     **torch_options: Any,
 ) -> SmoothOptimizer:
@@ -336,17 +374,21 @@ def momentum(
     }
     if nesterov and hyper["dampening"] != 0:
         raise ConfigError(f"nesterov: dampening must be 0 for Nesterov momentum (as in torch), got {dampening!r}")
+    warmup = _warmup_steps(name, hyper, warmup_steps)
     _reject_options(name, torch_options, hyper)
     lr, mu, damp, wd = hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"]
 
     def scalars(t):  # the weight of p' in the buffer: 1 on the first step (buf ← p'), then 1 − dampening
-        return (1.0 - damp * (t > 1).to(t.dtype),)
+        weight = (1.0 - damp * (t > 1).to(t.dtype),)
+        return weight if warmup == 0 else weight + (_warm_lr(lr, warmup, t),)
 
     def update(p, dp, buffers, scalars):
-        (buf,), (weight,) = buffers, scalars
+        (buf,), (weight, *warm_lr) = buffers, scalars
         dp = _l2(dp, p, wd)
         buf = torch.addcmul(buf * mu, dp, weight)
         direction = torch.add(dp, buf, alpha=mu) if nesterov else buf
+        if warm_lr:
+            return torch.addcmul(p, direction, warm_lr[0]), (buf,)
         return torch.add(p, direction, alpha=lr), (buf,)
 
     return SmoothOptimizer(name, hyper, {"momentum_buffer": torch.zeros_like}, scalars, update, check_finite)
@@ -359,6 +401,7 @@ def adagrad(
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
     *,
+    warmup_steps: int = 0,
     check_finite: bool = True,
     **torch_options: Any,
 ) -> SmoothOptimizer:
@@ -371,11 +414,12 @@ def adagrad(
         "initial_accumulator_value": _number("adagrad", "initial_accumulator_value", initial_accumulator_value),
         "eps": _number("adagrad", "eps", eps, open_low=True),
     }
+    warmup = _warmup_steps("adagrad", hyper, warmup_steps)
     _reject_options("adagrad", torch_options, hyper)
     lr, decay, wd, eps = hyper["lr"], hyper["lr_decay"], hyper["weight_decay"], hyper["eps"]
 
     def scalars(t):
-        return (lr / (1.0 + (t - 1.0) * decay),)
+        return (_warm_lr(lr, warmup, t) / (1.0 + (t - 1.0) * decay),)
 
     def update(p, dp, buffers, scalars):
         (total,), (step_lr,) = buffers, scalars
@@ -388,11 +432,14 @@ def adagrad(
 
 
 def _adam_family(name: str, lr: Any, betas: Any, eps: Any, weight_decay: Any, decoupled: bool, check_finite: bool,
-                 torch_options: dict[str, Any]) -> SmoothOptimizer:
+                 torch_options: dict[str, Any], warmup_steps: Any = 0) -> SmoothOptimizer:
     """Adam (L2 decay coupled into p') or AdamW (decoupled decay): torch.optim's single-tensor form.
 
     m ← β1·m + (1 − β1)·p', v ← β2·v + (1 − β2)·p'², and
     p ← p + (lr / (1 − β1ᵗ))·m / (√v / √(1 − β2ᵗ) + eps).
+
+    With warm-up, lr is lr_t (module docstring), and the step is written
+    p + (lr_t / (1 − β1ᵗ))·m / (√v / √(1 − β2ᵗ) + eps) so that lr_t = 0 divides nothing by zero.
     """
     hyper = {
         "lr": _number(name, "lr", lr, open_low=True),
@@ -400,11 +447,27 @@ def _adam_family(name: str, lr: Any, betas: Any, eps: Any, weight_decay: Any, de
         "eps": _number(name, "eps", eps, open_low=True),
         "weight_decay": _number(name, "weight_decay", weight_decay),
     }
+    warmup = _warmup_steps(name, hyper, warmup_steps)
     _reject_options(name, torch_options, hyper)
     lr, (beta1, beta2), eps, wd = hyper["lr"], hyper["betas"], hyper["eps"], hyper["weight_decay"]
 
     def scalars(t):  # step size lr / (1 − β1ᵗ) and √(1 − β2ᵗ)
         return lr / (1.0 - beta1**t), (1.0 - beta2**t).sqrt()
+
+    def warm_scalars(t):  # as scalars with lr_t, and AdamW's decay factor 1 − lr_t·wd (torch's, in float64)
+        step_lr = _warm_lr(lr, warmup, t)
+        return step_lr / (1.0 - beta1**t), (1.0 - beta2**t).sqrt(), 1.0 - step_lr * wd
+
+    def warm_update(p, dp, buffers, scalars):
+        (exp_avg, exp_avg_sq), (step_size, bias2_sqrt, shrink) = buffers, scalars
+        if decoupled:
+            p = p if wd == 0 else p * shrink
+        else:
+            dp = _l2(dp, p, wd)
+        exp_avg = _ema(exp_avg, dp, beta1)
+        exp_avg_sq = _accumulate_sq(exp_avg_sq, dp, beta2, 1.0 - beta2)
+        denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps)
+        return torch.addcdiv(p, exp_avg * step_size, denom), (exp_avg, exp_avg_sq)
 
     def update(p, dp, buffers, scalars):
         (exp_avg, exp_avg_sq), (step_size, bias2_sqrt) = buffers, scalars
@@ -420,6 +483,8 @@ def _adam_family(name: str, lr: Any, betas: Any, eps: Any, weight_decay: Any, de
         return torch.addcdiv(p, exp_avg, denom), (exp_avg, exp_avg_sq)
 
     buffers = {"exp_avg": torch.zeros_like, "exp_avg_sq": torch.zeros_like}
+    if warmup:
+        return SmoothOptimizer(name, hyper, buffers, warm_scalars, warm_update, check_finite)
     return SmoothOptimizer(name, hyper, buffers, scalars, update, check_finite)
 
 
@@ -429,11 +494,12 @@ def adam(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     *,
+    warmup_steps: int = 0,
     check_finite: bool = True,
     **torch_options: Any,
 ) -> SmoothOptimizer:
     """Adam with ``torch.optim.Adam``'s conventions; weight decay is L2 added to the gradient."""
-    return _adam_family("adam", lr, betas, eps, weight_decay, False, check_finite, torch_options)
+    return _adam_family("adam", lr, betas, eps, weight_decay, False, check_finite, torch_options, warmup_steps)
 
 
 def adamw(
@@ -442,11 +508,12 @@ def adamw(
     eps: float = 1e-8,
     weight_decay: float = 0.01,
     *,
+    warmup_steps: int = 0,
     check_finite: bool = True,
     **torch_options: Any,
 ) -> SmoothOptimizer:
     """AdamW with ``torch.optim.AdamW``'s conventions: p ← p·(1 − lr·wd), then the Adam step."""
-    return _adam_family("adamw", lr, betas, eps, weight_decay, True, check_finite, torch_options)
+    return _adam_family("adamw", lr, betas, eps, weight_decay, True, check_finite, torch_options, warmup_steps)
 
 
 # --------------------------------------------------------------------------- Boolean optimizer

@@ -9,7 +9,8 @@ Three views, per model name of ``runs.config.ModelConfig``:
   transformer's MLP at ``=`` (ReLU of the residual stream times W_in, plus b_in), Gromov's squared
   hidden units, the embedding MLP's last hidden layer.
 - *neuron-to-logit map* (d_hidden, p): W_out W_U for the transformer, W_out for Gromov's MLP, W_U
-  for the embedding MLP.
+  for the embedding MLP; for a transformer with ``model.unembed_equals`` only W_U's p residue
+  columns, as ``Experiment.logits`` drops the ``=`` logit.
 
 The models compute the neurons inside ``forward`` without exposing them, so
 ``hidden_activations`` recomputes them from the parameters, following
@@ -96,16 +97,19 @@ def neuron_to_logit(experiment: Experiment, params: dict[str, torch.Tensor]) -> 
     """(d_hidden, p) float64: how each neuron's activation moves each logit (module docstring)."""
     name = _model(experiment)
     if name == "transformer":
-        return params["W_out"].to(torch.float64) @ params["W_U"].to(torch.float64)
+        unembed = params["W_U"][:, :experiment.data.n_classes]  # without the '=' column of unembed_equals
+        return params["W_out"].to(torch.float64) @ unembed.to(torch.float64)
     return params["W_out" if name == "gromov" else "W_U"].to(torch.float64)
 
 
 @torch.no_grad()
 def loss_on(experiment: Experiment, logits: torch.Tensor, rows: torch.Tensor | None = None) -> float:
     """The run's own loss (cross-entropy or MSE, as it trained) of ``logits`` (N, p) on data ``rows``
-    (default all), so analysis losses compare with the training metrics."""
+    (default all), so analysis losses compare with the training metrics. With ``model.unembed_equals``
+    the metrics' loss also counts the ``=`` logit, which ``logits`` (``Experiment.logits``) leave out;
+    the loss here is over the p residues, as the paper's analyses compute it."""
     rows = torch.arange(logits.shape[0]) if rows is None else rows
     targets = experiment.targets[rows]
     if targets.dtype.is_floating_point:
-        targets = targets.to(logits.dtype)
+        targets = targets[:, :logits.shape[1]].to(logits.dtype)
     return float(experiment.loss.get(targets, logits[rows]))

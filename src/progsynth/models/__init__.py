@@ -29,6 +29,7 @@ _USED_BY = {
     "d_mlp": ("transformer", "gromov", "mlp"),
     "init": ("transformer",),
     "mlp_bias": ("transformer",),
+    "unembed_equals": ("transformer",),
     "implementation": ("transformer",),
     "hidden": ("mlp",),
     "activation": ("mlp",),
@@ -56,8 +57,9 @@ def build_model(
     """A freshly initialised network called ``name`` sized for ``task``.
 
     - ``"transformer"`` (needs a modular task, whose tokens are ``a b =``): ``d_model``, ``n_heads``, ``d_head``, ``d_mlp``,
-      ``init`` ('nanda' or 'tl'), ``mlp_bias``, ``implementation`` ('fast', the default, or
-      'straightforward'); defaults as ``TransformerConfig``.
+      ``init`` ('nanda' or 'tl'), ``mlp_bias``, ``unembed_equals`` (p + 1 output logits, the paper's
+      code), ``implementation`` ('fast', the default, or 'straightforward'); defaults as
+      ``TransformerConfig``.
     - ``"gromov"``: the quadratic MLP on one-hot operands; ``d_mlp`` is its hidden width N
       (default 500).
     - ``"mlp"``: the embedding MLP; ``d_model`` is the embedding width (default 128), ``hidden`` a
@@ -68,12 +70,17 @@ def build_model(
     ``operand_vocab`` and ``n_classes``. Weights are drawn from a generator seeded with
     ``seed`` (torch's global generator if None) and cast to ``dtype``. Keywords in the shared
     vocabulary that the chosen model does not use are ignored; any other keyword is a ConfigError.
+    ``unembed_equals=True`` is refused for the MLPs (ConfigError): their inputs have no ``=`` token
+    to unembed, and ignoring it would train a different model than the one asked for.
     """
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; expected one of {list(MODELS)}")
     unknown = sorted(set(config) - set(_USED_BY))
     if unknown:
         raise ConfigError(f"unknown model option(s) {unknown} for {name!r}; expected some of {sorted(_USED_BY)}")
+    if config.get("unembed_equals", False) is not False and name != "transformer":
+        raise ConfigError(f"unembed_equals (p + 1 output logits, the '=' token's included) applies to the "
+                          f"transformer only, not to {name!r}; leave it False")
     used = {key: value for key, value in config.items() if name in _USED_BY[key]}
     for attribute in ("n_operands", "operand_vocab", "n_classes"):
         if not hasattr(task, attribute):

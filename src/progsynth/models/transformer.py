@@ -6,21 +6,26 @@ ReLU MLP (W_in, b_in, W_out, b_out), both added to the residual stream; a separa
 W_U. Logits are read at the last position (``=``). Defaults are the paper's: d_model 128, 4 heads
 × 32, d_mlp 512, vocabulary p + 1 (residues 0..p−1 and ``=`` = p).
 
-Output classes: the model returns the p logits of the residues only, shape (N, p). The paper's
-code unembeds to all p + 1 tokens and trains cross-entropy over p + 1 classes (its analyses drop
-the ``=`` column); ``=`` is never a label, so here W_U is (d_model, p), as in the TransformerLens
-demo (``d_vocab_out = p``).
+Output classes (``TransformerConfig.unembed_equals``): by default the model returns the p logits of
+the residues only, shape (N, p): ``=`` is never a label, so W_U is (d_model, p), as in the
+TransformerLens demo (``d_vocab_out = p``). The paper's code unembeds to all p + 1 tokens and trains
+cross-entropy over p + 1 classes, the never-correct ``=`` logit included, and its analyses drop the
+``=`` column; with ``unembed_equals=True`` W_U is (d_model, p + 1) and the model returns (N, p + 1),
+the last column the ``=`` logit. Dropping that column is the caller's job
+(``runs.experiment.Experiment.logits``).
 
 Parameters (names and shapes shared by both implementations, TransformerLens orientation, x @ W):
 W_E (p+1, d_model), W_pos (3, d_model), W_Q/W_K/W_V (n_heads, d_model, d_head),
 W_O (n_heads, d_head, d_model), W_in (d_model, d_mlp), b_in (d_mlp,), W_out (d_mlp, d_model),
-b_out (d_model,), W_U (d_model, p). With ``mlp_bias=False`` there is no b_in/b_out.
+b_out (d_model,), W_U (d_model, p) (p + 1 with ``unembed_equals``). With ``mlp_bias=False`` there
+is no b_in/b_out.
 
 Initialisations (``TransformerConfig.init``), every weight drawn from a normal with mean 0:
 
 - ``"nanda"`` (the paper's code, mechanistic-interpretability-grokking/progress-measures-paper):
   W_E, W_pos, W_Q, W_K, W_V, W_O, W_in, W_out with std 1/√d_model; W_U with std 1/√(p + 1)
-  (1/√d_vocab); b_in, b_out zero.
+  (1/√d_vocab, whether W_U has p or p + 1 columns); b_in, b_out zero. W_U is drawn last, so
+  ``unembed_equals`` changes no other weight of a seed.
 - ``"tl"`` (TransformerLens ``HookedTransformer``'s default "gpt2" init, used by its grokking
   demo): every W_* with std 0.8/√d_model (``initializer_range``), biases zero. The demo's model
   also carries attention and unembedding biases and freezes every bias at zero
@@ -73,7 +78,8 @@ class TransformerConfig:
     """Sizes and initialisation of the one-layer transformer."""
 
     p: int
-    """Number of residues: outputs p logits; the vocabulary is p + 1 (token p is ``=``)."""
+    """Number of residues: outputs p logits (p + 1 with ``unembed_equals``); the vocabulary is p + 1
+    (token p is ``=``)."""
     d_model: int = 128
     """Residual stream width."""
     n_heads: int = 4
@@ -86,6 +92,9 @@ class TransformerConfig:
     """'nanda' (the paper's code) or 'tl' (TransformerLens demo); see the module docstring."""
     mlp_bias: bool = True
     """Whether the MLP has biases b_in, b_out (the paper: yes; the TL demo freezes them at zero)."""
+    unembed_equals: bool = False
+    """Whether W_U also unembeds the ``=`` token, giving p + 1 logits (the paper's code) instead of
+    the p residue logits (the TransformerLens demo); see the module docstring."""
 
     def __post_init__(self) -> None:
         check_int("transformer p", self.p, 2)
@@ -95,16 +104,23 @@ class TransformerConfig:
             raise ConfigError(f"transformer init must be one of {list(INITS)}, got {self.init!r}")
         if not isinstance(self.mlp_bias, bool):
             raise ConfigError(f"transformer mlp_bias must be True or False, got {self.mlp_bias!r}")
+        if not isinstance(self.unembed_equals, bool):
+            raise ConfigError(f"transformer unembed_equals must be True or False, got {self.unembed_equals!r}")
 
     @property
     def d_vocab(self) -> int:
         """Input vocabulary: residues 0..p−1 and ``=``."""
         return self.p + 1
 
+    @property
+    def d_vocab_out(self) -> int:
+        """Output logits: the p residues, and ``=`` too with ``unembed_equals``."""
+        return self.p + 1 if self.unembed_equals else self.p
+
 
 class Transformer(nn.Module):
     """The one-layer transformer, fast path (module docstring). Input: tokens (N, 3); output:
-    logits (N, p) at ``=``."""
+    logits (N, p) at ``=`` ((N, p + 1) with ``unembed_equals``)."""
 
     input_kind = "tokens"
     """Reads the ``a b =`` token encoding of a modular task."""
@@ -131,7 +147,7 @@ class Transformer(nn.Module):
             "W_O": (c.n_heads, c.d_head, c.d_model),
             "W_in": (c.d_model, c.d_mlp),
             "W_out": (c.d_mlp, c.d_model),
-            "W_U": (c.d_model, c.p),
+            "W_U": (c.d_model, c.d_vocab_out),
         }
         for name, shape in shapes.items():
             std = self._init_std(name)
@@ -157,7 +173,8 @@ class Transformer(nn.Module):
             raise LensTypeError(f"{type(self).__name__} expects integer token ids, got dtype {tokens.dtype}")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (N, p) at ``=`` for tokens (N, 3), via per-(position, token) tables."""
+        """Logits (N, p) at ``=`` for tokens (N, 3), via per-(position, token) tables ((N, p + 1) with
+        ``unembed_equals``)."""
         self._check_tokens(tokens)
         c = self.config
         n, vocab, heads = tokens.shape[0], c.d_vocab, c.n_heads
@@ -227,7 +244,7 @@ class StraightforwardTransformer(Transformer):
     unembedding, then the logits at ``=``. The reference the fast path is tested against."""
 
     def _mlp_and_unembed(self, resid: torch.Tensor) -> torch.Tensor:
-        """Residual stream (..., d_model) → logits (..., p): MLP added to the stream, then W_U."""
+        """Residual stream (..., d_model) → logits (..., p or p + 1): MLP added to the stream, then W_U."""
         pre = resid @ self.W_in
         if self.b_in is not None:
             pre = pre + self.b_in
@@ -237,7 +254,7 @@ class StraightforwardTransformer(Transformer):
         return resid @ self.W_U
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (N, p) at ``=`` for tokens (N, 3)."""
+        """Logits (N, p) at ``=`` for tokens (N, 3) ((N, p + 1) with ``unembed_equals``)."""
         self._check_tokens(tokens)
         c = self.config
         x = self.W_E[tokens] + self.W_pos  # (N, 3, d_model)

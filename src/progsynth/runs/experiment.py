@@ -4,6 +4,17 @@ Training (``runs.train``) and analyses that re-open a run both build an ``Experi
 run's config, so a checkpoint always meets the exact model and data it was trained with. The data
 comes from ``run_data``, the one place that turns a config into the labels as trained (with the
 config's label noise on the training rows), which the program search of a run reads too.
+
+Outputs as trained and outputs as analysed (``ModelConfig.unembed_equals``): the transformer may
+unembed to p + 1 outputs, the ``=`` token's logit included, as the paper's code does. Training, and
+whatever looks at training itself (the optimizer, the loss lens ``loss`` and the targets ``targets``,
+``y_train``, ``y_test``; the LLC, the NTK and its factorisation, which differentiate the module as
+trained), sees all ``n_outputs`` columns; with MSE the ``=`` output's target is 0. Analyses of the
+learned function read ``logits``, which drops the ``=`` column as the paper's analyses do, so every
+analysis sees the p residue logits whatever the switch. ``evaluate`` reports the losses over the
+outputs as trained (what the paper's training code logs) and the accuracies over the p residues.
+An analysis loss of the p residue logits (``interp.network.loss_on``) therefore differs from the
+metrics' loss by the softmax mass the ``=`` logit takes, when the switch is on.
 """
 
 from __future__ import annotations
@@ -48,8 +59,11 @@ class Experiment:
         self.module_template = self.build_module(seed=0)
         inputs = self.data.inputs(getattr(self.module_template, "input_kind", "tokens"), self.dtype)
         labels = self.data.labels
+        # Columns of the module's output as trained: the classes, plus the '=' logit with
+        # model.unembed_equals (module docstring).
+        self.n_outputs = self.data.n_classes + (1 if config.model.unembed_equals else 0)
         targets = labels if config.loss == "cross_entropy" else \
-            torch.nn.functional.one_hot(labels, self.data.n_classes).to(self.dtype)
+            torch.nn.functional.one_hot(labels, self.n_outputs).to(self.dtype)
         self.inputs, self.labels, self.targets = inputs, labels, targets
         train, test = self.data.train_idx, self.data.test_idx
         self.x_train, self.y_train, self.labels_train = inputs[train], targets[train], labels[train]
@@ -71,7 +85,8 @@ class Experiment:
         """A freshly initialised network for ``seed`` (deterministic)."""
         m = self.config.model
         return build_model(m.name, self.task, seed=seed, dtype=self.dtype, d_model=m.d_model, n_heads=m.n_heads,
-                           d_head=m.d_head, d_mlp=m.d_mlp, init=m.init, activation=m.activation)
+                           d_head=m.d_head, d_mlp=m.d_mlp, init=m.init, activation=m.activation,
+                           unembed_equals=m.unembed_equals)
 
     def init_params(self, seed: int) -> dict[str, torch.Tensor]:
         """The initial parameters for ``seed`` as the lens's parameter dict."""
@@ -84,6 +99,8 @@ class Experiment:
             hyper["betas"] = (o.beta1, o.beta2)
         elif o.name in ("momentum", "nesterov"):
             hyper["momentum"] = o.beta1
+        if o.warmup_steps:
+            hyper["warmup_steps"] = o.warmup_steps
         return optimizer_from_name(o.name, **hyper)
 
     def pure_step(self, opt_state: Any, params: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, Any, torch.Tensor]:
@@ -93,12 +110,19 @@ class Experiment:
 
     @torch.no_grad()
     def logits(self, params: Any, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """The network's output on ``inputs`` (default: the full grid of pairs)."""
-        return self.model.get(params, self.inputs if inputs is None else inputs)
+        """The network's output on ``inputs`` (default: the full grid of pairs): the class logits,
+        (N, n_classes), without the ``=`` column of ``model.unembed_equals`` (module docstring)."""
+        return self._classes(self.model.get(params, self.inputs if inputs is None else inputs))
+
+    def _classes(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The class columns of the module's outputs as trained (all of them without the switch)."""
+        return outputs[..., :self.data.n_classes] if self.n_outputs != self.data.n_classes else outputs
 
     @torch.no_grad()
     def evaluate(self, params: Any) -> dict[str, float]:
-        """Train/test loss and accuracy and the sum of squared weights, for metrics.jsonl."""
+        """Train/test loss and accuracy and the sum of squared weights, for metrics.jsonl. The loss
+        is over the outputs as trained (with ``model.unembed_equals``, all p + 1), the accuracy over
+        the class logits (module docstring)."""
         row: dict[str, float] = {}
         for split, x, y, labels in (("train", self.x_train, self.y_train, self.labels_train),
                                      ("test", self.x_test, self.y_test, self.labels_test)):
@@ -107,6 +131,6 @@ class Experiment:
                 continue
             out = self.model.get(params, x)
             row[f"{split}_loss"] = float(self.loss.get(y, out))
-            row[f"{split}_accuracy"] = float((out.argmax(-1) == labels).double().mean())
+            row[f"{split}_accuracy"] = float((self._classes(out).argmax(-1) == labels).double().mean())
         row["weight_norm"] = float(sum((t.double() ** 2).sum() for t in params.values()))
         return row

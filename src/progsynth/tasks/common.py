@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import random
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
@@ -30,7 +31,7 @@ import torch
 from progsynth.errors import ConfigError
 
 __all__ = ["INPUT_KINDS", "DOMAINS", "Task", "BitOperands",
-           "TaskData", "train_test_split", "one_hot_concat", "check_int",
+           "TaskData", "SPLITS", "train_test_split", "check_split", "one_hot_concat", "check_int",
            "check_seed", "MAX_SEED", "MAX_P", "MAX_BITS", "MAX_SAMPLES", "MAX_GATES", "check_train_fraction", "bit_strings", "import_function", "is_import_path",
            "check_label_noise", "with_label_noise", "sample_rows"]
 
@@ -178,13 +179,31 @@ def import_function(path: str, what: str) -> Callable[..., Any]:
     return function
 
 
-def train_test_split(n: int, train_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+SPLITS = ("random", "paper")
+"""How ``train_test_split`` permutes the examples: ``torch.randperm`` ('random') or Python's
+``random.shuffle`` as the paper's code does ('paper')."""
+
+
+def check_split(value: Any) -> str:
+    """Return ``value`` if it is one of ``SPLITS``, else raise ConfigError naming it and the choices."""
+    if not isinstance(value, str) or value not in SPLITS:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {shown}")
+    return value
+
+
+def train_test_split(n: int, train_fraction: float, split_seed: int,
+                     split: str = "random") -> tuple[torch.Tensor, torch.Tensor]:
     """Split example indices 0..n-1 into (train, test), each sorted ascending.
 
-    The first ``floor(train_fraction · n)`` entries of a random permutation (``torch.randperm`` with
-    a generator seeded by ``split_seed``) are the training set, the rest the test set, as in Nanda
-    et al.'s code (p = 113, 30 %: 3,830 train / 8,939 test). The same (n, fraction, seed) always
-    gives the same split. Raises ConfigError if the fraction leaves no training example.
+    The first ``floor(train_fraction · n)`` entries of a random permutation of 0..n-1 are the
+    training set, the rest the test set (p = 113, 30 %: 3,830 train / 8,939 test, as in Nanda et
+    al.). The permutation (``split``, one of ``SPLITS``): 'random', ``torch.randperm`` with a
+    generator seeded by ``split_seed``; 'paper', ``random.Random(split_seed).shuffle`` of the list
+    0..n-1, the permutation the paper's code applies to its list of pairs with
+    ``random.seed(split_seed); random.shuffle(pairs)`` (so for rows in the paper's order, i outer and
+    j inner, the same pairs are held out). The same (n, fraction, seed, split) always gives the
+    same split. Raises ConfigError if the fraction leaves no training example.
     """
     n_train = math.floor(check_train_fraction(train_fraction) * n)
     if n_train == 0:
@@ -192,8 +211,13 @@ def train_test_split(n: int, train_fraction: float, split_seed: int) -> tuple[to
             f"train_fraction {train_fraction!r} of {n} examples selects no training example; "
             f"expected at least 1/{n}"
         )
-    generator = torch.Generator().manual_seed(check_seed("split_seed", split_seed))
-    order = torch.randperm(n, generator=generator)
+    check_seed("split_seed", split_seed)
+    if check_split(split) == "paper":
+        shuffled = list(range(n))
+        random.Random(split_seed).shuffle(shuffled)
+        order = torch.tensor(shuffled, dtype=torch.int64)
+    else:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     return order[:n_train].sort().values, order[n_train:].sort().values
 
 

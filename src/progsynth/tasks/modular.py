@@ -1,6 +1,6 @@
 """Binary operations on Z_p (Power et al. 2022; Nanda et al. 2023; REFERENCE §3).
 
-A task is a frozen ``ModularTask(p, op, train_fraction, split_seed)``; ``modular_dataset(task)``
+A task is a frozen ``ModularTask(p, op, train_fraction, split_seed, split)``; ``modular_dataset(task)``
 builds every valid pair (a, b) with its label c = a ∘ b mod p, and the train/test split.
 
 Operations (``OPERATIONS``; the name on the left is canonical, aliases in parentheses):
@@ -50,8 +50,8 @@ from typing import Any, Callable, ClassVar, Optional, Union
 import torch
 
 from progsynth.errors import ConfigError
-from progsynth.tasks.common import (MAX_P, TaskData, check_int, check_seed, check_train_fraction, import_function, is_import_path,
-                                    one_hot_concat, train_test_split)
+from progsynth.tasks.common import (MAX_P, TaskData, check_int, check_seed, check_split, check_train_fraction,
+                                    import_function, is_import_path, one_hot_concat, train_test_split)
 from progsynth.tasks.expression import Const, Expr, Pow, Var, evaluate, parse_arithmetic, render
 
 __all__ = [
@@ -222,6 +222,12 @@ class ModularTask:
     """Fraction of the valid pairs used for training, in (0, 1]; floor(fraction · N) pairs."""
     split_seed: int = 0
     """Seed of the train/test split (independent of any model seed)."""
+    split: str = "random"
+    """How the pairs are shuffled before the first floor(fraction · N) become the training set:
+    'random' (``torch.randperm`` seeded by ``split_seed``) or 'paper' (the paper's code:
+    ``random.seed(split_seed); random.shuffle(pairs)`` on the pairs in a-major order, which gives
+    the paper's exact train/test pairs for p² pairs); ``tasks.common.train_test_split``. A config.json
+    written before this field reads as 'random', the split it trained with."""
     expression: Optional[Expr] = field(default=None, init=False, repr=False, compare=False)
     """The parsed tree when ``op`` is an expression (derived from ``op``, not a field of its own)."""
     function: Optional[UserFunction] = field(default=None, init=False, repr=False, compare=False)
@@ -252,6 +258,7 @@ class ModularTask:
             )
         check_train_fraction(self.train_fraction)
         check_seed("split_seed", self.split_seed)
+        check_split(self.split)
 
     @property
     def op_name(self) -> str:
@@ -350,7 +357,7 @@ def modular_dataset(task: ModularTask) -> ModularData:
 
     N = p² pairs (fewer when the operation divides: ``div`` leaves out b = 0, an expression every
     pair where a divisor is 0), ordered a-major; the split is
-    ``train_test_split(N, task.train_fraction, task.split_seed)``. Raises ConfigError if a user
+    ``train_test_split(N, task.train_fraction, task.split_seed, task.split)``. Raises ConfigError if a user
     function returns anything but an int in [0, p).
     """
     if not isinstance(task, ModularTask):
@@ -369,5 +376,5 @@ def modular_dataset(task: ModularTask) -> ModularData:
         a, b, labels = a[keep], b[keep], torch.from_numpy(values)[keep]
     else:
         labels = _user_labels(task.function, task.op_name, a, b, p)
-    train_idx, test_idx = train_test_split(a.shape[0], task.train_fraction, task.split_seed)
+    train_idx, test_idx = train_test_split(a.shape[0], task.train_fraction, task.split_seed, task.split)
     return ModularData(torch.stack([a, b], dim=1), labels, train_idx, test_idx, p, p, task)
