@@ -41,6 +41,7 @@ progsynth contrast runs/q/seed-0
 progsynth report runs/q/seed-0 --png
 progsynth compare runs/q
 progsynth report --compare runs/q
+progsynth sweep-report runs/sweep --x optim.weight_decay --y task.train_fraction
 progsynth llc-dln --widths 20,10,10,10,20 --rank 5
 progsynth circuit iris --classes 3"""
 
@@ -188,8 +189,9 @@ def _given_task_flags(changes: dict[str, Any]) -> list[str]:
 
 @app.command()
 def train(
-    preset_name: str = typer.Option(None, "--preset", help="Preset to start from: quick, nanda, gromov, parity, "
-                                                           "boolean (default: the task family's, quick for modular)."),
+    preset_name: str = typer.Option(None, "--preset", help="Preset to start from: quick, nanda, nanda-paper, "
+                                                           "gromov, parity, boolean (default: the task family's, "
+                                                           "quick for modular)."),
     config_file: str = typer.Option(None, "--config", help="A JSON config file (e.g. a run's config.json)."),
     out: str = typer.Option(None, "--out", help="Run directory to create (default runs/<preset>-seed<seed>)."),
     resume_dir: str = typer.Option(None, "--resume", help="Continue this run directory from its newest checkpoint."),
@@ -211,6 +213,14 @@ def train(
         None, "--label-noise-seed",
         help="Seed of which training labels --label-noise replaces and by what; independent of --seed and "
              "--split-seed. Default 0, or the --config file's."),
+    until_generalised: bool = typer.Option(
+        None, "--until-generalised/--full-budget",
+        help="Stop once held-out accuracy has stayed ≥ 0.99 and a further --cleanup fraction of the steps "
+             "so far has passed, with --epochs as the budget (stop.json in the run says why it stopped). "
+             "Default: off, or the preset's / --config file's."),
+    cleanup: float = typer.Option(
+        None, "--cleanup", help="With --until-generalised: the fraction F of the steps to generalisation trained "
+                                "after it (stop at step ≥ (1 + F)·g). Default 0.25, or the --config file's."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Train a network on an algorithmic task into a run directory.
@@ -221,7 +231,7 @@ def train(
     Example: progsynth train --preset quick --out runs/quick
     Example: progsynth train --task parity --n-bits 20 --k 3 --n-samples 20000 --out runs/parity
     """
-    from progsynth.runs.config import RunConfig, family_preset, preset
+    from progsynth.runs.config import RunConfig, family_preset, for_operation, preset
     from progsynth.runs.train import parse_seeds, resume, train as train_run
 
     from progsynth.errors import ConfigError
@@ -233,7 +243,8 @@ def train(
         if resume_dir is not None:
             fixed = {"--preset": preset_name, "--config": config_file, "--out": out, "--seeds": seeds, "--model": model,
                      "--epochs": epochs, "--lr": lr, "--weight-decay": weight_decay, "--seed": seed,
-                     "--label-noise": label_noise, "--label-noise-seed": label_noise_seed}
+                     "--label-noise": label_noise, "--label-noise-seed": label_noise_seed,
+                     "--until-generalised/--full-budget": until_generalised, "--cleanup": cleanup}
             given = [flag for flag, value in fixed.items() if value is not None] + _given_task_flags(
                 _task_changes(task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction, split_seed))
             if given:
@@ -244,9 +255,13 @@ def train(
             config = RunConfig.load(config_file) if config_file else preset(preset_name)
             changes = _task_changes(task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction,
                                     split_seed)
-            config = config.override(**changes, **{"model.name": model, "epochs": epochs, "optim.lr": lr,
+            config = config.override(**changes)
+            if not config_file:
+                config = for_operation(preset_name, config)
+            config = config.override(**{"model.name": model, "epochs": epochs, "optim.lr": lr,
                                                    "optim.weight_decay": weight_decay, "seed": seed,
-                                                   "label_noise": label_noise, "label_noise_seed": label_noise_seed})
+                                                   "label_noise": label_noise, "label_noise_seed": label_noise_seed,
+                                                   "until_generalised": until_generalised, "cleanup": cleanup})
             seed_list = parse_seeds(seeds) if seeds else None
             target = out or f"runs/{preset_name if not config_file else 'run'}-seed{seeds or config.seed}"
             result = train_run(config, target, seeds=seed_list, progress=update)
@@ -259,15 +274,91 @@ def train(
             bar.stop()
     summary = {"run_dirs": [str(d) for d in result.run_dirs], "steps": result.steps,
                "total_steps": result.total_steps, "interrupted": result.interrupted,
-               "seconds": round(result.seconds, 3), "final": result.final}
+               "seconds": round(result.seconds, 3), "final": result.final, "stopped": result.stopped}
     label = "last metrics at step" if result.interrupted else "step"  # metrics come every metrics_every steps
     text = "\n".join(
         f"{d}: {label} {r['step']:g}  train loss {r['train_loss']:.4g} acc {r['train_accuracy']:.3f}  "
-        f"test loss {r['test_loss']:.4g} acc {r['test_accuracy']:.3f}" for d, r in zip(result.run_dirs, result.final))
+        f"test loss {r['test_loss']:.4g} acc {r['test_accuracy']:.3f}" + ("  (generalised: stopped early)"
+                                                                          if why == "generalised" else "")
+        for d, r, why in zip(result.run_dirs, result.final, result.stopped))
     if result.interrupted:
         text += f"\ninterrupted at step {result.steps}; continue with: progsynth train --resume {result.run_dirs[0] if len(result.run_dirs) == 1 else Path(result.run_dirs[0]).parent}"
     emit(summary, as_json, text)
     if result.interrupted:
+        raise typer.Exit(code=1)
+
+
+# ---- sweeps -------------------------------------------------------------------------------------
+@app.command()
+def sweep(
+    directory: str = typer.Argument(..., help="Sweep directory (created, or continued when it exists)."),
+    spec_file: str = typer.Option(None, "--spec", help="A TOML or JSON sweep spec (see progsynth.runs.sweep)."),
+    preset_name: str = typer.Option(None, "--preset", help="Base preset (default quick) when no --spec is given."),
+    config_file: str = typer.Option(None, "--config", help="Base config file (e.g. a run's config.json)."),
+    grid: list[str] = typer.Option(None, "--grid", help="FIELD=V1,V2,... over any config field, e.g. "
+                                                        "optim.weight_decay=0.3,1; repeat to cross several."),
+    sets: list[str] = typer.Option(None, "--set", help="FIELD=VALUE fixed for every point; repeatable."),
+    seeds: str = typer.Option(None, "--seeds", help="Seeds per point, trained together through vmap, e.g. 0-2 "
+                                                    "(default: the base config's seed)."),
+    until_generalised: bool = typer.Option(False, "--until-generalised",
+                                           help="Every run stops once generalised (train --until-generalised)."),
+    address: str = typer.Option(None, "--address", help="Join this Ray cluster (HOST:PORT); default: RAY_ADDRESS, "
+                                                        "else a local cluster on this machine."),
+    workers: int = typer.Option(None, "--workers", help="Points trained at once (default: CPUs / --cpus-per-task)."),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", help="CPUs and torch threads per point (default 1)."),
+    analyze: bool = typer.Option(False, "--analyze", help="Measure every run after training (progsynth analyze)."),
+    llc: bool = typer.Option(False, "--llc", help="Estimate λ̂ at 8 checkpoints of every run (the demo's settings)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Train a grid of configurations on Ray: one run directory per point and seed.
+
+    Runs on this machine by default (a local Ray cluster started and stopped here) or on a
+    cluster given by --address. Running the same command again skips finished runs and resumes
+    the others; Ctrl-C stops cleanly. `progsynth sweep-report DIR` draws the phase diagram.
+
+    Example: progsynth sweep runs/wd --grid optim.weight_decay=0.1,0.3,1 --grid task.train_fraction=0.3,0.5 --seeds 0-2 --until-generalised
+    """
+    from progsynth.errors import ConfigError
+    from progsynth.runs.sweep import SweepOptions, SweepSpec, load_sweep, parse_grid_flag, parse_set_flag, run_sweep
+
+    try:
+        given = spec_file or preset_name or config_file or grid or sets or seeds or until_generalised
+        if spec_file and (preset_name or config_file or grid or sets or seeds):
+            raise ConfigError("--spec gives the whole sweep; drop --preset, --config, --grid, --set and --seeds "
+                              "(or put them in the spec file)")
+        if preset_name and config_file:
+            raise ConfigError("give --preset or --config, not both")
+        if spec_file:
+            spec = SweepSpec.load(spec_file)
+        elif given:
+            data: dict[str, Any] = {"config": config_file} if config_file else {"preset": preset_name or "quick"}
+            data["set"] = dict(parse_set_flag(flag) for flag in sets or [])
+            data["grid"] = {}
+            for flag in grid or []:
+                name, values = parse_grid_flag(flag)
+                if name in data["grid"]:
+                    raise ConfigError(f"--grid {name} is given twice; list all its values in one flag")
+                data["grid"][name] = list(values)
+            if seeds:
+                data["seeds"] = seeds
+            spec = SweepSpec.from_dict(data, "the sweep's flags")
+        else:
+            spec, _ = load_sweep(directory)  # continue the sweep the directory holds
+        if until_generalised and not spec.base.until_generalised:
+            spec = SweepSpec(spec.base.override(until_generalised=True), spec.grid, spec.points, spec.seeds)
+        options = SweepOptions(address=address, workers=workers, cpus_per_task=cpus_per_task, analyze=analyze, llc=llc)
+        with _checkpoint_bar("sweep", as_json, unit="runs") as update:
+            result = run_sweep(spec, directory, options, progress=update)
+    except ProgsynthError as error:
+        fail(error)
+    summary = result.to_dict()
+    lines = [f"{p['point']}: {p['status']}" + (f" ({', '.join(p['stopped'])})" if p.get("stopped") else "")
+             + (f": {p['message']}" if p.get("message") else "") for p in summary["results"]]
+    lines.append(f"{summary['runs']} runs in {summary['points']} points on Ray ({summary['address']}), "
+                 f"{summary['seconds']:.1f} s: " + ", ".join(f"{n} {k}" for k, n in sorted(summary["counts"].items()))
+                 + f"; report: progsynth sweep-report {directory}")
+    emit(summary, as_json, "\n".join(lines))
+    if summary["failed"]:
         raise typer.Exit(code=1)
 
 
@@ -620,6 +711,57 @@ def report(
     if written.png:
         text += "\nfigures: " + ", ".join(str(p) for p in written.png)
     emit(written.to_dict(), as_json, text)
+
+
+# ---- sweep report ------------------------------------------------------------------------------
+def _sweep_report_text(result: dict[str, Any]) -> str:
+    counts = ", ".join(f"{phase} {n}" for phase, n in result["counts"].items() if n) or "no runs"
+    axes = " × ".join(f for f in (result["x"], result["y"]) if f) or "none (nothing swept)"
+    lines = [f"sweep {result['sweep']}: {len(result['cells'])} points, {len(result['runs'])} runs: {counts}",
+             f"phase diagram over {axes}" + (f", one per value of {', '.join(result['facets'])}"
+                                             if result["facets"] else "")]
+    for cell in result["cells"]:
+        shown = ", ".join(f"{phase} {n}/{cell['seeds']}" for phase, n in cell["counts"].items()) or cell["phase"]
+        lines.append(f"  {cell['point']}: {cell['phase']}" + (" (tie)" if cell["tie"] else "") + f" — {shown}"
+                     + (f" — {cell['message']}" if cell["message"] else ""))
+    lines.append(f"report: {result['report']}")
+    return "\n".join(lines)
+
+
+@app.command("sweep-report")
+def sweep_report(
+    sweep: str = typer.Argument(..., help="Sweep directory (holding sweep.json)."),
+    x: str = typer.Option(None, "--x", help="Swept field across the phase diagram (default: the grid's first)."),
+    y: str = typer.Option(None, "--y", help="Swept field down the phase diagram (default: the grid's next; every "
+                                            "other swept field gets a diagram per value)."),
+    out: str = typer.Option(None, "--out", help="The page to write (default: SWEEP/report.html)."),
+    reach: float = typer.Option(None, "--reach", help="Accuracy at which a split reaches (default 0.9, Liu et "
+                                                      "al.'s)."),
+    gap: int = typer.Option(None, "--gap", help="Steps from train reaching to test reaching at and beyond which a run "
+                                                "grokked rather than comprehended (default 1000, Liu et al.'s)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Write SWEEP/report.html, one self-contained page on every run of a sweep.
+
+    The page holds a phase diagram over two swept fields (Liu et al. 2022's comprehension,
+    grokking, memorisation and confusion, per grid point the phase of most seeds and the count of
+    each), the steps to generalise (test accuracy ≥ 0.99) against the data fraction, the key
+    frequencies of the runs analysed, and one row per grid point and seed.
+
+    Example: progsynth sweep-report runs/sweep --x optim.weight_decay --y task.train_fraction
+    """
+    from rich.markup import escape
+
+    from progsynth.report.sweep import PhaseCriteria, write_sweep_report
+
+    try:
+        given = {"reach": reach, "gap": gap}
+        criteria = PhaseCriteria(**{k: v for k, v in given.items() if v is not None})
+        written = write_sweep_report(sweep, out, x, y, criteria)
+    except ProgsynthError as error:
+        fail(error)
+    result = written.to_dict()
+    emit(result, as_json, escape(_sweep_report_text(result)))
 
 
 # ---- demo --------------------------------------------------------------------------------------

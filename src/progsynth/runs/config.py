@@ -21,6 +21,9 @@ from progsynth.tasks import Task, make_task, task_from_dict, task_to_dict
 from progsynth.tasks.common import check_int, check_label_noise, check_seed
 from progsynth.tasks.registry import DEFAULT_FAMILY, is_task
 
+GENERALISED_ACCURACY = 0.99
+"""Held-out accuracy at which a run counts as generalised (``until_generalised``, sweeps)."""
+
 MAX_STEPS = 10**9
 """Most optimizer steps a run may ask for (epochs × steps per epoch)."""
 
@@ -65,12 +68,23 @@ class ModelConfig:
     """Transformer initialisation: 'nanda' (the paper's code) or 'tl' (TransformerLens demo)."""
     activation: str = "relu"
     """Embedding-MLP activation: 'relu' or 'gelu'."""
+    unembed_equals: bool = False
+    """Transformer only: unembed to all p + 1 tokens and train the cross-entropy over p + 1 classes,
+    the ``=`` token's never-correct logit included, as the paper's code does; False: p residue
+    logits (the TransformerLens demo). What analyses see either way is the p residue logits
+    (``Experiment.logits``); the metrics' losses are over the outputs as trained, their accuracies
+    over the p residues (``Experiment.evaluate``). Refused for 'gromov' and 'mlp'."""
 
     def validate(self) -> None:
         _check(isinstance(self.name, str) and self.name in ("transformer", "gromov", "mlp"),
                f"model.name must be one of 'transformer', 'gromov', 'mlp', got {_shown(self.name)}")
         for name in ("d_model", "n_heads", "d_head", "d_mlp"):
             check_int(f"model.{name}", getattr(self, name), 1, 1 << 16)
+        _check(isinstance(self.unembed_equals, bool),
+               f"model.unembed_equals must be true or false, got {_shown(self.unembed_equals)}")
+        _check(not self.unembed_equals or self.name == "transformer",
+               f"model.unembed_equals (p + 1 output logits, the '=' token's included) applies to the "
+               f"transformer only, not to {_shown(self.name)}; set it false")
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,10 @@ class OptimConfig:
     """Adam/AdamW first-moment decay (and momentum for 'momentum'/'nesterov')."""
     beta2: float = 0.98
     """Adam/AdamW second-moment decay."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up over this many optimizer steps: step k (0-based) uses
+    lr · min(k / warmup_steps, 1), so the first step has lr 0, as the paper's
+    ``LambdaLR(lambda step: min(step / 10, 1))`` with 10 (``core.optim``). 0: none."""
 
     def validate(self) -> None:
         _check(isinstance(self.name, str) and self.name in OPTIMIZER_NAMES,
@@ -95,6 +113,7 @@ class OptimConfig:
         _number("optim.weight_decay", self.weight_decay, 0)
         _number("optim.beta1", self.beta1, 0, 1, open_high=True)
         _number("optim.beta2", self.beta2, 0, 1, open_high=True)
+        check_int("optim.warmup_steps (0: no warm-up)", self.warmup_steps, 0, MAX_STEPS)
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,14 @@ class RunConfig:
     label_noise_seed: int = 0
     """Seed that picks which training examples get a wrong label and which wrong label each gets;
     independent of ``seed`` (the model) and of the task's ``split_seed``."""
+    until_generalised: bool = False
+    """Stop before ``epochs`` (then a budget) once held-out accuracy has stayed ≥
+    ``GENERALISED_ACCURACY`` since step g and a further ``cleanup`` · g steps have passed (the run's
+    ``stop.json`` records why it stopped; ``runs.train``). Needs held-out examples."""
+    cleanup: float = 0.25
+    """With ``until_generalised``: the fraction F of the steps to generalisation g trained on after
+    it (cleanup: the memorising circuit fades), so the run stops at step ≥ (1 + F) · g; 0 stops at
+    the first evaluation that finds the run generalised."""
     dtype: str = "float32"
     """'float32' or 'float64'."""
     metrics_every: int = 10
@@ -147,6 +174,12 @@ class RunConfig:
         _check(self.loss_dtype is None or (isinstance(self.loss_dtype, str) and self.loss_dtype in ("float32", "float64")),
                f"loss_dtype must be None, 'float32' or 'float64', got {_shown(self.loss_dtype)}")
         check_seed("seed", self.seed)
+        _check(isinstance(self.until_generalised, bool),
+               f"until_generalised must be true or false, got {_shown(self.until_generalised)}")
+        _number("cleanup", self.cleanup, 0, 100)
+        _check(not self.until_generalised or self.task.train_fraction < 1,
+               "until_generalised needs held-out examples to watch; the task trains on all of them "
+               f"(train_fraction {_shown(self.task.train_fraction)})")
         check_label_noise(self.label_noise)
         check_seed("label_noise_seed", self.label_noise_seed)
         check_int("metrics_every", self.metrics_every, 1, MAX_STEPS)
@@ -249,6 +282,17 @@ PRESETS: dict[str, RunConfig] = {
     # Nanda et al. 2023: p = 113, 30 % of pairs, AdamW lr 1e-3, wd 1, betas (0.9, 0.98), full batch.
     # The loss in float64 as the paper's code computes it (core.losses.softmax_cross_entropy).
     "nanda": RunConfig(epochs=25_000, metrics_every=50, loss_dtype="float64"),
+    # 'nanda' with the three remaining differences from the paper's code switched to the paper's
+    # (REFERENCE §6): p + 1 output logits ('=' trained too), a 10-step linear learning-rate warm-up,
+    # and the paper's split (Python's random.shuffle of the pairs, seed 0).
+    "nanda-paper": RunConfig(
+        task=make_task("modular", split="paper"),
+        model=ModelConfig(unembed_equals=True),
+        optim=OptimConfig(warmup_steps=10),
+        epochs=25_000,
+        metrics_every=50,
+        loss_dtype="float64",
+    ),
     # The default: Nanda's transformer at half width on p = 53, 40 % of pairs, lr 3e-3. Memorises
     # by epoch ~150, generalises by ~1,000, cleans up until ~1,300: about a minute on 2 cores.
     "quick": RunConfig(
@@ -302,8 +346,25 @@ def family_preset(family: str | None) -> str:
     return FAMILY_PRESETS[family]
 
 
+OTHER_OPERATIONS: dict[str, dict[str, Any]] = {
+    "quick": {"epochs": 6000, "until_generalised": True, "cleanup": 0.3},
+}
+"""How a preset tuned on a + b changes when its task asks for another operation: the other
+operations take longer to generalise (README → Presets), so the run trains until generalised
+within a larger budget. ``quick`` with a + b is left exactly as it is."""
+
+
+def for_operation(name: str, config: RunConfig) -> RunConfig:
+    """``config`` (preset ``name`` with the user's task changes) adjusted by ``OTHER_OPERATIONS``
+    when its operation is not the preset's own."""
+    own = PRESETS[name].task
+    if name not in OTHER_OPERATIONS or getattr(config.task, "op", None) == getattr(own, "op", None):
+        return config
+    return config.override(**OTHER_OPERATIONS[name])
+
+
 def preset(name: str) -> RunConfig:
-    """A named preset ('quick', 'nanda', 'gromov', 'parity', 'boolean')."""
+    """A named preset ('quick', 'nanda', 'nanda-paper', 'gromov', 'parity', 'boolean')."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     return PRESETS[name]

@@ -8,6 +8,9 @@ Layout of a run directory::
     resume.safetensors               the latest resume point (may be newer than any scheduled one)
     metrics.jsonl                    append-only training metrics, one JSON object per line
     measures.jsonl                   append-only analysis measures (interp, slt), one per line
+    stop.json                        why training last stopped: {"reason": "budget" | "generalised"
+                                     | "interrupted" | "failed", "step", "epoch", "generalised_step",
+                                     "message"}; absent while a run is being trained for the first time
 
 Checkpoints are safetensors: tensors plus string metadata, no code, so a shared run can be opened
 safely. Every file is written atomically (temporary file, fsync, rename), and a new run directory
@@ -59,6 +62,10 @@ from progsynth.runs.config import RunConfig
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 RESUME = "resume.safetensors"
+STOP = "stop.json"
+STOP_REASONS = ("budget", "generalised", "interrupted", "failed")
+"""Why training stopped: the epoch budget was used, the run generalised (``until_generalised``),
+Ctrl-C or a stop callback (resumable), or an error (``message``)."""
 METRICS = "metrics.jsonl"
 MEASURES = "measures.jsonl"
 LOCK = ".lock"
@@ -68,7 +75,7 @@ _CHECKPOINT_NAME = re.compile(r"step_(\d{8,})\.safetensors")
 _STAGING = ".{name}.staging-{pid}-"
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Write via ``write(tmp_path)`` to a temporary file next to ``path``, fsync, then rename."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -174,23 +181,8 @@ class RunStore:
     def writer(self) -> Iterator[RunStore]:
         """Hold the run directory's write lock for the body of the ``with`` (module docstring);
         RunError naming the holder's PID when another process holds it."""
-        file = self.path / LOCK
-        try:
-            fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise os_error(error, "lock", file) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise RunError(f"run directory {str(self.path)!r} is being written by process {holder} (it holds "
-                               f"{LOCK}); wait for it to finish or stop it, then try again") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with hold_lock(self.path, "run directory"):
             yield self
-        finally:
-            os.close(fd)  # closing releases the flock
 
     # ---- reading --------------------------------------------------------------------------
     @classmethod
@@ -273,6 +265,23 @@ class RunStore:
             raise bad(f"claims step {step} but its name says step {expected_step}")
         return Checkpoint(step, tensors, str(file))
 
+    def stop(self) -> dict[str, Any] | None:
+        """Why training last stopped (``stop.json``), or None when it never stopped (being trained,
+        or killed). RunError when the file is not a stop record."""
+        file = self.path / STOP
+        try:
+            record = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            record = None
+        except OSError as error:
+            raise os_error(error, "read", file) from None
+        if not isinstance(record, dict) or record.get("reason") not in STOP_REASONS:
+            raise RunError(f"{str(file)!r} is not a stop record (expected a JSON object whose reason is one of "
+                           f"{', '.join(STOP_REASONS)}); delete it and resume the run")
+        return record
+
     def metrics(self) -> pd.DataFrame:
         """The training metrics as a DataFrame (one row per evaluation)."""
         return _read_jsonl(self.path / METRICS)
@@ -286,7 +295,16 @@ class RunStore:
         """Atomically write a scheduled checkpoint (or, with ``resume_point``, the resume point)."""
         file = self.path / RESUME if resume_point else self.path / CHECKPOINTS / f"step_{step:08d}.safetensors"
         tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-        _atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata={"step": str(step)}))
+        atomic_write(file, lambda tmp: save_file(tensors, str(tmp), metadata={"step": str(step)}))
+
+    def record_stop(self, reason: str, step: int, epoch: float, generalised_step: int | None = None,
+                    message: str | None = None) -> None:
+        """Atomically write ``stop.json`` (see ``stop``)."""
+        if reason not in STOP_REASONS:
+            raise ValueError(f"stop reason must be one of {STOP_REASONS}, got {reason!r}")
+        record = {"reason": reason, "step": step, "epoch": epoch, "generalised_step": generalised_step,
+                  "message": message}
+        atomic_write(self.path / STOP, lambda tmp: tmp.write_text(json.dumps(record) + "\n"))
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Append one row to metrics.jsonl."""
@@ -309,7 +327,31 @@ class RunStore:
         kept = [row for row in rows if row["step"] <= after_step]
         if len(kept) == len(rows) and file.read_bytes().endswith(b"\n") or not file.stat().st_size:
             return  # nothing to drop: leave the file as it is
-        _atomic_write(file, lambda tmp: tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in kept)))
+        atomic_write(file, lambda tmp: tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in kept)))
+
+
+@contextlib.contextmanager
+def hold_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder/.lock`` (holding this process's PID) for the body of
+    the ``with``; RunError naming the holder's PID when another process holds it. The kernel
+    releases it when the process ends, so a lock left by a killed process is never stale."""
+    file = Path(folder) / LOCK
+    try:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise os_error(error, "lock", file) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunError(f"{what} {str(folder)!r} is being written by process {holder} (it holds "
+                           f"{LOCK}); wait for it to finish or stop it, then try again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def first_step_reaching(metrics: pd.DataFrame, column: str, threshold: float) -> int | None:

@@ -28,7 +28,7 @@ from torch.utils import _pytree as pytree
 
 from progsynth.core.learner import TrainState
 from progsynth.errors import ConfigError, NonFiniteError, RunError, os_error
-from progsynth.runs.config import RunConfig
+from progsynth.runs.config import GENERALISED_ACCURACY, RunConfig
 from progsynth.runs.experiment import Experiment
 from progsynth.runs.schedule import checkpoint_schedule
 from progsynth.runs.store import RunStore, flatten_named
@@ -52,6 +52,8 @@ class TrainResult:
     """True when stopped by Ctrl-C (or a stop callback) before the end: resumable."""
     seconds: float
     """Wall time of this call's training loop."""
+    stopped: list[str]
+    """Each seed's stop reason (``runs.store.STOP_REASONS``), as its ``stop.json`` records it."""
 
 
 ProgressFn = Callable[[int, int, list[dict[str, float]]], None]
@@ -129,6 +131,19 @@ def resume(run_dir: str | Path, progress: ProgressFn | None = None,
         return _resume_locked(run_dir, stores, progress, should_stop)
 
 
+def finished(store: RunStore) -> bool:
+    """Whether a run's training ended for good: it generalised under ``until_generalised``, or used
+    the whole budget its config.json asks for now (a budget raised by editing config.json, or
+    ``until_generalised`` turned off, lets ``resume`` go on)."""
+    record = store.stop()
+    if record is None:
+        return False
+    config = store.config()
+    if record["reason"] == "generalised":
+        return config.until_generalised
+    return record["reason"] == "budget" and record["step"] >= config.epochs * Experiment(config).steps_per_epoch
+
+
 @contextlib.contextmanager
 def _writing(stores: list[RunStore]) -> Iterator[None]:
     """Hold every store's write lock (``RunStore.writer``), so a second trainer is refused."""
@@ -140,10 +155,11 @@ def _writing(stores: list[RunStore]) -> Iterator[None]:
 
 def _resume_locked(run_dir: Path, stores: list[RunStore], progress: ProgressFn | None,
                    should_stop: Callable[[int], bool] | None) -> TrainResult:
-    """``resume`` once the locks are held: read the newest state, drop newer metrics, train on."""
+    """``resume`` once the locks are held: read the newest state, drop newer metrics, train on.
+    Every seed's newest checkpoint is read (and so checked); seeds whose training already ended for
+    good (``finished``) are then left as they are."""
     configs = [s.config() for s in stores]
-    config = configs[0]
-    experiment = Experiment(config)
+    experiment = Experiment(configs[0])
     states = []
     for store, seeded in zip(stores, configs):
         checkpoint = store.load_checkpoint()
@@ -154,12 +170,20 @@ def _resume_locked(run_dir: Path, stores: list[RunStore], progress: ProgressFn |
         if rng is not None:
             rng.restore(checkpoint.tensors["rng"])
         states.append((state, rng))
+    done = [finished(store) for store in stores]
+    if all(done):
+        final = [{k: float(v) for k, v in s.metrics().iloc[-1].items()} for s in stores]
+        return TrainResult([s.path for s in stores], max(s.step for s, _ in states),
+                           configs[0].epochs * experiment.steps_per_epoch, final, False, 0.0,
+                           [s.stop()["reason"] for s in stores])
+    stores = [store for store, d in zip(stores, done) if not d]
+    states = [state for state, d in zip(states, done) if not d]
     if len({s.step for s, _ in states}) != 1:
         raise RunError(f"the seeds in {str(run_dir)!r} stopped at different steps "
                        f"({[s.step for s, _ in states]}); resume them one by one")
     for store, (state, _) in zip(stores, states):  # only now, when nothing can fail any more, touch the files
         store.truncate_metrics(state.step)
-    return _Loop(experiment, config, stores, states, progress, should_stop).run()
+    return _Loop(experiment, configs[0], stores, states, progress, should_stop).run()
 
 
 @contextlib.contextmanager
@@ -218,8 +242,32 @@ def _index(tree: Any, i: int) -> Any:
     return pytree.tree_map(lambda t: t[i], tree)
 
 
+class _Generalisation:
+    """Watches one seed's held-out accuracy for ``until_generalised``: ``since`` is the first step of
+    the current streak of evaluations at or above ``GENERALISED_ACCURACY`` (None outside a streak);
+    the seed is done at step ≥ (1 + cleanup) · since."""
+
+    def __init__(self, cleanup: float, metrics: Any):
+        self.cleanup, self.since = cleanup, None
+        for step, accuracy in zip(metrics.get("step", []), metrics.get("test_accuracy", [])):
+            self.update(int(step), float(accuracy))
+
+    def update(self, step: int, accuracy: float) -> None:
+        if accuracy >= GENERALISED_ACCURACY:
+            self.since = step if self.since is None else self.since
+        else:
+            self.since = None
+
+    def done(self, step: int) -> bool:
+        return self.since is not None and step >= (1 + self.cleanup) * self.since
+
+
 class _Loop:
-    """One training loop over a group of seeds sharing a config (one seed: no vmap)."""
+    """One training loop over a group of seeds sharing a config (one seed: no vmap).
+
+    ``active`` lists the seeds still training (indices into ``stores``): under
+    ``until_generalised`` a seed that is done gets its final checkpoint and ``stop.json`` and leaves
+    the vmapped stack, so the others go on without computing it."""
 
     def __init__(self, experiment: Experiment, config: RunConfig, stores: list[RunStore],
                  states: list[tuple[TrainState, _BatchOrder | None]],
@@ -231,6 +279,11 @@ class _Loop:
         self.schedule = set(checkpoint_schedule(self.total, config.max_checkpoints))
         self.step = states[0][0].step
         self.rngs = [rng for _, rng in states]
+        self.active = list(range(len(stores)))
+        self.stopped: list[str | None] = [None] * len(stores)
+        self.final: list[dict[str, float] | None] = [None] * len(stores)
+        self.watches = ([_Generalisation(config.cleanup, store.metrics()) for store in stores]
+                        if config.until_generalised else None)
         if len(states) == 1:
             state = states[0][0]
             self.opt_state, self.params = state.opt_state, state.params
@@ -249,29 +302,59 @@ class _Loop:
     def _vmapped_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         opt_state, params, loss = self._vstep(self.opt_state, self.params, x, y)
         if not bool(torch.isfinite(loss).all()):
-            bad = [i for i, v in enumerate(loss.tolist()) if not math.isfinite(v)]
+            bad = [self.active[i] for i, v in enumerate(loss.tolist()) if not math.isfinite(v)]
             raise NonFiniteError(f"the loss became non-finite at step {self.step} for seed runs "
                                  f"{[str(self.stores[i].path) for i in bad]}")
         self.opt_state, self.params = opt_state, params
 
-    def _seed(self, i: int) -> TrainState:
-        if len(self.stores) == 1:
+    def _seed(self, position: int) -> TrainState:
+        """The state of the ``position``-th active seed."""
+        if self._step == self._single_step:
             return TrainState(self.opt_state, self.params, self.step)
-        return TrainState(_index(self.opt_state, i), _index(self.params, i), self.step)
+        return TrainState(_index(self.opt_state, position), _index(self.params, position), self.step)
 
-    def _save(self, resume_point: bool) -> None:
-        for i, store in enumerate(self.stores):
-            store.save_checkpoint(self.step, _checkpoint_tensors(self._seed(i), self.rngs[i]), resume_point)
+    def _save(self, resume_point: bool, positions: list[int] | None = None) -> None:
+        for position in range(len(self.active)) if positions is None else positions:
+            i = self.active[position]
+            self.stores[i].save_checkpoint(self.step, _checkpoint_tensors(self._seed(position), self.rngs[i]),
+                                           resume_point)
 
     def _log(self) -> None:
         rows = []
-        for i, store in enumerate(self.stores):
-            seed = self._seed(i)
+        for position, i in enumerate(self.active):
+            seed = self._seed(position)
             used = self.experiment.learner.optimizer.get(seed.opt_state, seed.params)
             row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, **self.experiment.evaluate(used)}
-            store.append_metrics(row)
+            self.stores[i].append_metrics(row)
+            if self.watches is not None:
+                self.watches[i].update(self.step, row["test_accuracy"])
             rows.append(row)
+            self.final[i] = row
         self.last_rows = rows
+
+    def _record_stop(self, i: int, reason: str, message: str | None = None) -> None:
+        watch = self.watches[i] if self.watches is not None else None
+        self.stores[i].record_stop(reason, self.step, self.step / self.steps_per_epoch,
+                                   watch.since if watch is not None else None, message)
+        self.stopped[i] = reason
+
+    def _retire_generalised(self) -> None:
+        """Under ``until_generalised``: give each seed that is done its final checkpoint and
+        ``stop.json``, and drop it from the stack."""
+        done = [position for position, i in enumerate(self.active) if self.watches[i].done(self.step)]
+        if not done:
+            return
+        if self.step not in self.schedule:
+            self._save(resume_point=False, positions=done)
+        for position in done:
+            self._record_stop(self.active[position], "generalised")
+        keep = [position for position in range(len(self.active)) if position not in done]
+        if keep and self._step == self._vmapped_step:
+            index = torch.tensor(keep)
+            self.opt_state = pytree.tree_map(lambda t: t.index_select(0, index), self.opt_state)
+            self.params = pytree.tree_map(lambda t: t.index_select(0, index), self.params)
+        self.active = [self.active[position] for position in keep]
+        self.last_rows = [self.last_rows[position] for position in keep]
 
     def _batches(self) -> Any:
         experiment, rng = self.experiment, self.rngs[0]
@@ -286,20 +369,40 @@ class _Loop:
 
     def run(self) -> TrainResult:
         started = time.monotonic()
-        last_resume_save = started
+        try:
+            interrupted = self._train()
+        except NonFiniteError as error:
+            for i in self.active:
+                self._record_stop(i, "failed", str(error))
+            raise
+        for i in self.active:
+            self._record_stop(i, "interrupted" if interrupted else "budget")
+        final = [row if row is not None else {} for row in self.final]
+        return TrainResult([s.path for s in self.stores], self.step, self.total, final, interrupted,
+                           time.monotonic() - started, [reason or "" for reason in self.stopped])
+
+    def _train(self) -> bool:
+        """The loop itself; True when interrupted (resumable)."""
+        last_resume_save = time.monotonic()
         interrupted = False
         logged = self.stores[0].metrics()
         if logged.empty:
             self._log()
-        elif int(logged["step"].iloc[-1]) == self.step:  # e.g. resuming a finished run: nothing to add
-            self.last_rows = [{k: float(v) for k, v in s.metrics().iloc[-1].items()} for s in self.stores]
+        else:
+            for i, store in enumerate(self.stores):  # e.g. resuming a finished run: nothing to add
+                self.final[i] = {k: float(v) for k, v in store.metrics().iloc[-1].items()}
+            self.last_rows = [row for row in self.final if row is not None]
+            if int(logged["step"].iloc[-1]) != self.step:
+                self.last_rows = []
+        if self.watches is not None:
+            self._retire_generalised()
         batches = self._batches()
         skip = self.step % self.steps_per_epoch  # minibatch position within the epoch on resume
         for _ in range(skip):
             next(batches)
         with _deferred_interrupts() as interrupt_requested:
             try:
-                while self.step < self.total:
+                while self.step < self.total and self.active:
                     x, y = next(batches)
                     self._step(x, y)
                     self.step += 1
@@ -307,6 +410,10 @@ class _Loop:
                         self._log()
                         if self.progress:
                             self.progress(self.step, self.total, self.last_rows)
+                        if self.watches is not None:
+                            self._retire_generalised()
+                            if not self.active:
+                                break
                     if self.step in self.schedule:
                         self._save(resume_point=False)
                     if time.monotonic() - last_resume_save > self.config.resume_every_s:
@@ -318,7 +425,6 @@ class _Loop:
             except KeyboardInterrupt:  # Ctrl-C (the flag) or a KeyboardInterrupt raised by a callback
                 interrupted = True
                 self._save(resume_point=True)
-            if not interrupted and (not self.last_rows or self.last_rows[0]["step"] != self.step):
+            if self.active and not interrupted and (not self.last_rows or self.last_rows[0]["step"] != self.step):
                 self._log()
-        return TrainResult([s.path for s in self.stores], self.step, self.total, self.last_rows,
-                           interrupted, time.monotonic() - started)
+        return interrupted
