@@ -48,7 +48,9 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -105,8 +107,7 @@ def point_name(values: dict[str, Scalar]) -> str:
     """The directory name of a point (module docstring)."""
     if not values:
         return "base"
-    text = ",".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in values.items())
-    text = text.replace('"', "")
+    text = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items())
     safe = re.sub(r"[^A-Za-z0-9._=+,-]", "_", text)
     if safe != text or len(safe) > 150:
         safe = safe[:150] + "~" + hashlib.sha1(text.encode()).hexdigest()[:8]
@@ -477,8 +478,9 @@ def run_sweep(spec: SweepSpec, directory: str | Path, options: SweepOptions = Sw
     with _ray(address, options) as ray:
         _prepare(directory, spec, points)
         with hold_lock(directory, "sweep directory"):
-            results += _drive(ray, directory, todo, seeds, options, len(results) * len(seeds),
-                              len(points) * len(seeds), progress)
+            with _sigterm_as_interrupt():
+                results += _drive(ray, directory, todo, seeds, options, len(results) * len(seeds),
+                                  len(points) * len(seeds), progress)
     return SweepResult(directory, results, time.monotonic() - started, address or "local")
 
 
@@ -504,6 +506,24 @@ def _ray(address: str | None, options: SweepOptions) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """For the body of the ``with``, SIGTERM (a batch scheduler's or ``kill``'s stop) acts as
+    Ctrl-C: the sweep cancels its tasks and its runs save a resume point. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
