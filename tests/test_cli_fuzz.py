@@ -51,7 +51,7 @@ def _no_training(self: _Loop) -> TrainResult:
     if self.stores[0].metrics().empty:
         self._log()
     rows = [{k: float(v) for k, v in store.metrics().iloc[-1].items()} for store in self.stores]
-    return TrainResult([s.path for s in self.stores], self.step, self.total, rows, False, 0.0)
+    return TrainResult([s.path for s in self.stores], self.step, self.total, rows, False, 0.0, [""] * len(rows))
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

@@ -211,3 +211,15 @@ def test_a_config_that_is_not_a_config_is_one_line(run: Path, content: bytes) ->
     with pytest.raises(ProgsynthError, match="config.json"):
         resume(run)
     assert snapshot(run) == before
+
+
+def test_a_full_batch_run_whose_config_now_asks_for_minibatches_is_refused(tmp_path: Path) -> None:
+    """Found by the config fuzzer: config.json edited to a batch size after full-batch training."""
+    from tests.conftest import GROKS
+
+    train(GROKS.override(epochs=4), tmp_path / "run")
+    data = json.loads((tmp_path / "run" / "config.json").read_text())
+    data.update(batch_size=8, epochs=8)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(data))
+    with pytest.raises(RunError, match="holds no minibatch order, but the run's config.json asks for batch_size 8"):
+        resume(tmp_path / "run")

@@ -168,6 +168,10 @@ def _resume_locked(run_dir: Path, stores: list[RunStore], progress: ProgressFn |
         state = TrainState(checkpoint.opt_state(fresh.opt_state), params, checkpoint.step)
         rng = _batch_generator(seeded)
         if rng is not None:
+            if "rng" not in checkpoint.tensors:
+                raise RunError(f"checkpoint {checkpoint.source} holds no minibatch order, but the run's config.json "
+                               f"asks for batch_size {seeded.batch_size}; it was trained full batch, so restore "
+                               "its config.json (batch_size null)")
             rng.restore(checkpoint.tensors["rng"])
         states.append((state, rng))
     done = [finished(store) for store in stores]
