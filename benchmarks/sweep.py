@@ -78,9 +78,9 @@ def main() -> None:
     print(f"ray_speedup (1 worker / 2 workers) {speedup:.2f} (target ≥ 1.7); Ray's overhead per run "
           f"{overhead:.2f} s")
     print(f"1-minute load average {load_before:.2f} before, {load_after:.2f} after")
-    print(json.dumps({"ray_speedup": speedup, "ray_overhead_per_run_s": overhead, "in_process_seconds": reference, "ray_1_worker_task_seconds": inside,
-                      "ray_1_worker_seconds": one, "ray_2_workers_seconds": two, "runs": RUNS, "epochs": EPOCHS,
-                      "load_average": [load_before, load_after]}))
+    print(json.dumps({"ray_speedup": speedup, "ray_overhead_per_run_s": overhead, "in_process_seconds": reference,
+                      "ray_1_worker_seconds": one, "ray_1_worker_task_seconds": inside, "ray_2_workers_seconds": two,
+                      "runs": RUNS, "epochs": EPOCHS, "load_average": [load_before, load_after]}))
 
 
 if __name__ == "__main__":

@@ -74,21 +74,30 @@ TORCH_CASES = [
 TORCH_STATE_SIGN = {"momentum_buffer": -1.0, "sum": 1.0, "exp_avg": -1.0, "exp_avg_sq": 1.0}
 
 
+@pytest.mark.parametrize("warmup", [0, 10, 7])
 @pytest.mark.parametrize("factory, torch_cls, kwargs", TORCH_CASES, ids=lambda v: getattr(v, "__name__", str(v)))
-def test_trajectory_matches_torch_optim(factory, torch_cls, kwargs):
-    """Two independent 200-step trajectories, each taking gradients at its own parameters."""
+def test_trajectory_matches_torch_optim(factory, torch_cls, kwargs, warmup):
+    """Two independent 200-step trajectories, each taking gradients at its own parameters. With
+    warmup_steps=W, torch.optim runs under LambdaLR(lambda k: min(k / W, 1)) stepped after each
+    step (the paper's schedule with W = 10), and our first step (lr 0) leaves the parameters exactly
+    where they were."""
     reference = dict(_mlp().named_parameters())
     torch_opt = torch_cls(reference.values(), **kwargs)
-    opt = factory(**kwargs)
+    schedule = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda k: min(k / warmup, 1)) if warmup else None
+    opt = factory(**kwargs, warmup_steps=warmup) if warmup else factory(**kwargs)
     params = {k: v.detach().clone() for k, v in reference.items()}
     start = {k: v.clone() for k, v in params.items()}
     state = opt.init(params)
     worst = torch.zeros((), dtype=torch.float64)
-    for _ in range(STEPS):
+    for step in range(STEPS):
         state, params = opt.put(state, params, _neg_grad(opt.get(state, params)))
+        if warmup and step == 0:
+            assert all(torch.equal(params[k], start[k]) for k in params)
         torch_opt.zero_grad()
         _loss(reference).backward()
         torch_opt.step()
+        if schedule is not None:
+            schedule.step()
         worst = torch.stack([worst, *((params[k] - p.detach()).abs().max() for k, p in reference.items())]).max()
     assert float(worst) <= 1e-6
     assert max((params[k] - start[k]).abs().max().item() for k in params) > 1e-2  # it really trained
@@ -361,38 +370,6 @@ def test_repr_and_hyper_are_recorded():
 
 
 # --------------------------------------------------------------------------- learning-rate warm-up
-
-@pytest.mark.parametrize("warmup", [10, 7])
-@pytest.mark.parametrize("factory, torch_cls, kwargs", TORCH_CASES, ids=lambda v: getattr(v, "__name__", str(v)))
-def test_warmup_matches_torch_optim_with_lambda_lr(factory, torch_cls, kwargs, warmup):
-    """warmup_steps=W is torch.optim with LambdaLR(lambda k: min(k / W, 1)) stepped after each
-    step (the paper's schedule with W = 10): 200-step trajectories agree to 1e-6, and the first
-    step (lr 0) leaves the parameters exactly where they were."""
-    reference = dict(_mlp().named_parameters())
-    torch_opt = torch_cls(reference.values(), **kwargs)
-    schedule = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda k: min(k / warmup, 1))
-    opt = factory(**kwargs, warmup_steps=warmup)
-    params = {k: v.detach().clone() for k, v in reference.items()}
-    start = {k: v.clone() for k, v in params.items()}
-    state = opt.init(params)
-    worst = torch.zeros((), dtype=torch.float64)
-    for step in range(STEPS):
-        state, params = opt.put(state, params, _neg_grad(opt.get(state, params)))
-        if step == 0:
-            assert all(torch.equal(params[k], start[k]) for k in params)
-        torch_opt.zero_grad()
-        _loss(reference).backward()
-        torch_opt.step()
-        schedule.step()
-        worst = torch.stack([worst, *((params[k] - p.detach()).abs().max() for k, p in reference.items())]).max()
-    assert float(worst) <= 1e-6
-    assert max((params[k] - start[k]).abs().max().item() for k in params) > 1e-2
-    assert int(state["step"]) == STEPS
-    for name, p in reference.items():
-        for buffer, theirs in torch_opt.state[p].items():
-            if buffer in TORCH_STATE_SIGN:
-                torch.testing.assert_close(state[buffer][name], TORCH_STATE_SIGN[buffer] * theirs, atol=1e-6, rtol=0)
-
 
 @pytest.mark.parametrize("factory", SMOOTH, ids=lambda f: f.__name__)
 def test_warmup_zero_is_the_rule_without_warmup_bit_for_bit(factory):

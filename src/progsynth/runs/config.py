@@ -50,6 +50,21 @@ def _number(what: str, value: Any, low: float, high: float = math.inf, open_low:
     return float(value)
 
 
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a file the user named (``what``: "config file", "sweep spec"), or a
+    one-line ConfigError saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {str(path)!r} is a directory; give the file in it") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {error.strerror or error}") from None
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network, and its sizes. Fields a model does not use are ignored by it."""
@@ -227,18 +242,9 @@ class RunConfig:
         """Read a JSON config file."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {str(path)!r} is a directory; give its config.json") from None
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({error.reason} at byte "
-                              f"{error.start})") from None
+            data = json.loads(read_text(path, "config file"))
         except (json.JSONDecodeError, RecursionError) as error:
             raise ConfigError(f"config file {str(path)!r} is not valid JSON: {error}") from None
-        except OSError as error:
-            raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror or error}") from None
         try:
             return cls.from_dict(data)
         except ConfigError as error:

@@ -59,7 +59,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 from progsynth.errors import ConfigError, ProgsynthError, RunError, os_error
-from progsynth.runs.config import RunConfig, preset
+from progsynth.runs.config import RunConfig, preset, read_text
 from progsynth.runs.store import RunStore, atomic_write, hold_lock
 from progsynth.runs.train import SEED_DIR, finished, parse_seeds
 from progsynth.tasks import task_to_dict
@@ -215,12 +215,7 @@ class SweepSpec:
     def load(cls, path: str | Path) -> SweepSpec:
         """Read a TOML (``.toml``) or JSON spec file."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"sweep spec {str(path)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"cannot read sweep spec {str(path)!r}: {getattr(error, 'strerror', None) or error}") from None
+        text = read_text(path, "sweep spec")
         try:
             data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
