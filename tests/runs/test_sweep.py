@@ -208,3 +208,21 @@ def test_cli_bad_input_is_one_line_before_anything_starts(tmp_path: Path):
         result = CliRunner().invoke(app, ["sweep", str(tmp_path / "s")] + args)
         assert result.exit_code == 1 and words in result.output, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def test_a_point_task_measures_its_runs_when_asked(tmp_path: Path):
+    """What a worker runs for one point (``run_point``, here without Ray): train the seeds, then --analyze's measures and --llc's λ̂ into each run's measures.jsonl; run again, it adds nothing."""
+    from progsynth.runs.sweep import run_point
+
+    point = tmp_path / "point"
+    point.mkdir()
+    config = GROKS.override(epochs=60).to_dict()
+    result = run_point(str(point), config, [0], analyze=True, llc=True)
+    assert result["status"] == "finished" and result["stopped"] == ["budget"]
+    for seed in (0,):
+        measures = RunStore(point / f"seed-{seed}").measures()
+        assert set(measures["analysis"]) == {"interp", "llc"}
+        assert (measures["analysis"] == "llc").sum() == len(set(measures.loc[measures["analysis"] == "llc", "step"])) > 1
+    before = finished_files(point)
+    assert run_point(str(point), config, [0], analyze=True, llc=True)["status"] == "finished"
+    assert finished_files(point) == before
