@@ -5,6 +5,11 @@ optimizer ; model ; loss ; rate lens). Several seeds train in one process as one
 (``torch.func.vmap`` over stacked parameters and optimizer states), each seed writing its own run
 directory; one seed is the same loop without vmap.
 
+Every run records why training stopped in its ``stop.json`` (``RunStore.record_stop``): the budget
+was used, it generalised (``RunConfig.until_generalised``: each seed stops by its own rule and
+leaves the vmapped stack), Ctrl-C, or a failure with its message. ``finished`` reads it, so
+``resume`` and sweeps leave finished runs alone.
+
 Nothing is lost: scheduled checkpoints plus a resume point at least every ``resume_every_s``
 seconds and on Ctrl-C, so an interruption loses at most one resume interval, and
 ``resume(run_dir)`` continues bit-identically (full-batch training is deterministic on the CPU for
