@@ -188,6 +188,16 @@ def test_cells_runs_times_and_frequencies(sweep: Path):
                                   {"relabelling": "identity", "frequency": 11, "runs": 1}]
     data = json.loads(json.dumps(s.to_dict()))
     assert data["counts"]["grokking"] == 2 and data["analysed"] == 2 and len(data["runs"]) == 18
+    # Nanda et al.'s grokking step (test loss < 0.1): here test loss is 1 − accuracy, so it falls
+    # under 0.1 exactly when test accuracy first reaches 0.95, the test reach step.
+    assert all(r.grokked_step == r.test_step for r in s.runs if r.path is not None)
+    for t, cell_runs in ((times[1.0, 0.3], [r for r in s.runs if r.point == f"{WD}=1.0,{TF}=0.3"]),
+                         (times[0.1, 0.7], [r for r in s.runs if r.point == f"{WD}=0.1,{TF}=0.7"])):
+        reached = [r.grokked_step for r in cell_runs if r.grokked_step is not None and r.status != "failed"]
+        assert t.grokked == len(reached) and t.grokked_mean == pytest.approx(np.mean(reached))
+        assert (t.grokked_min, t.grokked_max) == (min(reached), max(reached))
+    with pytest.raises(ConfigError, match="grokked_loss .* must be a finite number > 0, got 0"):
+        PhaseCriteria(grokked_loss=0)
 
 
 def test_interrupted_and_empty_runs_and_ties(sweep: Path):
@@ -342,7 +352,7 @@ def test_cli_json_and_text(sweep: Path, tmp_path: Path):
     assert [c["phase"] for c in out["cells"]] == ["confusion", "memorisation", "comprehension", "grokking", "failed",
                                                   "unfinished"]
     assert out["cells"][3]["counts"] == {"comprehension": 1, "grokking": 2}
-    assert out["criteria"] == {"reach": 0.9, "gap": 1000, "generalised": 0.99}
+    assert out["criteria"] == {"reach": 0.9, "gap": 1000, "generalised": 0.99, "grokked_loss": 0.1}
     page = tmp_path / "page.html"
     text = runner.invoke(app, ["sweep-report", str(sweep), "--out", str(page), "--gap", "999"])
     assert text.exit_code == 0 and page.is_file(), text.output

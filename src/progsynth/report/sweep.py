@@ -101,12 +101,19 @@ class PhaseCriteria:
     comprehended (Liu et al.: 10³), an integer ≥ 1."""
     generalised: float = GENERALISED_ACCURACY
     """Test accuracy at which a run counts as generalised for time to generalise (0.99), in (0, 1]."""
+    grokked_loss: float = 0.1
+    """Test loss under which a run counts as grokked in Nanda et al.'s sense (their grokking epoch:
+    test loss < 0.1), reported beside time to generalise; a finite number > 0."""
 
     def __post_init__(self) -> None:
         _check_fraction("reach (the accuracy at which a split reaches)", self.reach, upper_inclusive=True)
         check_int("gap (steps from train reaching to test reaching)", self.gap, 1, MAX_STEPS)
         _check_fraction("generalised (the test accuracy that counts as generalised)", self.generalised,
                         upper_inclusive=True)
+        if isinstance(self.grokked_loss, bool) or not isinstance(self.grokked_loss, (int, float)) \
+                or not math.isfinite(self.grokked_loss) or self.grokked_loss <= 0:
+            raise ConfigError(f"grokked_loss (the test loss under which a run grokked) must be a finite number "
+                              f"> 0, got {self.grokked_loss!r}")
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,8 @@ class RunPhase:
     test_step: int | None
     generalised_step: int | None
     """First logged step with test accuracy ≥ ``generalised``."""
+    grokked_step: int | None
+    """First logged step with test loss < ``grokked_loss`` (Nanda et al.'s grokking epoch)."""
     last_step: int | None
     """The last logged step (None: no metrics)."""
     train_accuracy: float | None
@@ -222,6 +231,13 @@ class GeneralisationTime:
     last_step: int | None
     """The last logged step over its seeds that did not fail: a lower bound on the time of a point
     that never generalised."""
+    grokked: int = 0
+    """Seeds whose test loss fell under ``grokked_loss``."""
+    grokked_mean: float | None = None
+    grokked_std: float | None = None
+    """Mean and standard deviation (n − 1) of their first step under it."""
+    grokked_min: int | None = None
+    grokked_max: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -378,7 +394,7 @@ def _run_phase(point: _Point, seed: int, criteria: PhaseCriteria) -> RunPhase:
     message = None if failed is None else str(failed.get("message") or "the point failed (no message)")
     status = FAILED_PHASE if failed else UNFINISHED
     empty = RunPhase(point=point.name, seed=seed, path=None, status=status, phase=status, metrics_phase=None,
-                     train_step=None, test_step=None, generalised_step=None, last_step=None, train_accuracy=None,
+                     train_step=None, test_step=None, generalised_step=None, grokked_step=None, last_step=None, train_accuracy=None,
                      test_accuracy=None, stop_reason=None, message=message or "not started", key_frequencies=None,
                      relabelling=None, key_step=None)
     if run is None or not run.is_dir():
@@ -409,6 +425,7 @@ def _run_phase(point: _Point, seed: int, criteria: PhaseCriteria) -> RunPhase:
         phase=c.phase if status == "finished" else status, metrics_phase=c.phase if c else None,
         train_step=c.train_step if c else None, test_step=c.test_step if c else None,
         generalised_step=first_step_reaching(metrics, "test_accuracy", criteria.generalised) if c else None,
+        grokked_step=first_step_reaching(metrics, "test_loss", criteria.grokked_loss, below=True) if c else None,
         last_step=int(metrics["step"].max()) if c else None,
         train_accuracy=_final(metrics, "train_accuracy") if c else None,
         test_accuracy=_final(metrics, "test_accuracy") if c else None, stop_reason=reason, message=message,
@@ -437,6 +454,15 @@ def _sort_key(value: Any) -> tuple:
     return (1, 0.0, value_label(value))
 
 
+def _summary(steps: list[int | None]) -> tuple[int, float | None, float | None, int | None, int | None]:
+    """(count, mean, std with n − 1, min, max) of the steps that are not None."""
+    values = np.array([s for s in steps if s is not None], dtype=float)
+    if not values.size:
+        return 0, None, None, None, None
+    return (int(values.size), float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else None,
+            int(values.min()), int(values.max()))
+
+
 def _times(cells: list[Cell], runs: list[list[RunPhase]], along: str | None) -> list[GeneralisationTime]:
     """Time to generalise at each point (``cells[i]``, seeds ``runs[i]``) against ``along``."""
     if along is None:
@@ -444,14 +470,13 @@ def _times(cells: list[Cell], runs: list[list[RunPhase]], along: str | None) -> 
     times = []
     for c, seeds in zip(cells, runs):
         kept = [r for r in seeds if r.status != FAILED_PHASE]
-        steps = np.array([r.generalised_step for r in kept if r.generalised_step is not None], dtype=float)
+        steps = _summary([r.generalised_step for r in kept])
         lasts = [r.last_step for r in kept if r.last_step is not None]
+        grokked = _summary([r.grokked_step for r in kept])
         times.append(GeneralisationTime(
             c.point, c.values.get(along), {k: v for k, v in c.values.items() if k != along}, len(seeds),
-            int(steps.size), sum(r.status == UNFINISHED for r in seeds), len(seeds) - len(kept),
-            float(steps.mean()) if steps.size else None, float(steps.std(ddof=1)) if steps.size > 1 else None,
-            int(steps.min()) if steps.size else None, int(steps.max()) if steps.size else None,
-            max(lasts) if lasts else None))
+            steps[0], sum(r.status == UNFINISHED for r in seeds), len(seeds) - len(kept), *steps[1:],
+            max(lasts) if lasts else None, *grokked))
     return times
 
 
@@ -600,15 +625,20 @@ def _generalisation_section(s: SweepPhases, figure: ReportFigure | None) -> str:
             spread = "failed"
         else:
             spread = "never" + (f" (by step {_step(t.last_step)})" if t.last_step is not None else "")
-        rows.append([value_label(t.value), series, f"{t.generalised}/{t.seeds}", _step(t.mean), _step(t.std), spread])
+        grokked = (f"{_step(t.grokked_mean)} ± {_step(t.grokked_std)} ({t.grokked}/{t.seeds})" if t.grokked > 1 else
+                   f"{_step(t.grokked_mean)} ({t.grokked}/{t.seeds})" if t.grokked else "—")
+        rows.append([value_label(t.value), series, f"{t.generalised}/{t.seeds}", _step(t.mean), _step(t.std), spread,
+                     grokked])
     figure_html = (f"<figure>{to_svg(figure)}<figcaption>{escape(figure.caption)}</figcaption></figure>"
                    if figure is not None else "<p class=note>No run has logged metrics yet, so there is nothing "
                                               "to draw.</p>")
     return (f"<section id=generalisation><h2>Time to generalise</h2><p>The first logged step at which test "
             f"accuracy is ≥ {c.generalised:g} (generalised), against {against}: mean and standard deviation over "
-            "the seeds that generalised, and their range. Failed runs are left out.</p>" + figure_html
-            + _table([s.along, "other fields", "generalised", "mean step", "std", "min–max"], rows,
-                     frozenset({2, 3, 4}))
+            "the seeds that generalised, and their range. The last column is Nanda et al.'s grokking step, the "
+            f"first logged step with test loss &lt; {c.grokked_loss:g}: mean ± standard deviation over the seeds "
+            "that reached it. Failed runs are left out.</p>" + figure_html
+            + _table([s.along, "other fields", "generalised", "mean step", "std", "min–max",
+                      f"test loss < {c.grokked_loss:g}"], rows, frozenset({2, 3, 4}))
             + "</section>")
 
 

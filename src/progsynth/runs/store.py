@@ -354,12 +354,13 @@ def hold_lock(folder: Path, what: str) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
-def first_step_reaching(metrics: pd.DataFrame, column: str, threshold: float) -> int | None:
+def first_step_reaching(metrics: pd.DataFrame, column: str, threshold: float, below: bool = False) -> int | None:
     """The first logged step whose ``column`` is ≥ ``threshold`` (when a run fitted its training set
-    or generalised), or None when it never did or the metrics lack the column."""
+    or generalised), or with ``below`` < ``threshold`` (a loss falling under a level), or None when
+    it never did or the metrics lack the column."""
     if metrics.empty or column not in metrics.columns:
         return None
-    hits = metrics.loc[metrics[column] >= threshold, "step"]
+    hits = metrics.loc[metrics[column] < threshold if below else metrics[column] >= threshold, "step"]
     return int(hits.min()) if len(hits) else None
 
 
