@@ -226,3 +226,13 @@ def test_a_point_task_measures_its_runs_when_asked(tmp_path: Path):
     before = finished_files(point)
     assert run_point(str(point), config, [0], analyze=True, llc=True)["status"] == "finished"
     assert finished_files(point) == before
+
+
+def test_an_analysis_that_does_not_apply_is_skipped_not_failed(tmp_path: Path):
+    from progsynth.runs.config import preset
+    from progsynth.runs.sweep import run_point
+
+    config = preset("boolean").override(**{"task.n_bits": 6, "epochs": 5, "model.d_mlp": 16}).to_dict()
+    result = run_point(str(tmp_path), config, [0], analyze=True)
+    assert result["status"] == "finished" and result["message"].startswith("analyze skipped: ")
+    assert not (tmp_path / "failed.json").exists()

@@ -58,7 +58,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from progsynth.errors import ConfigError, ProgsynthError, RunError, os_error
+from progsynth.errors import ConfigError, NotApplicableError, ProgsynthError, RunError, os_error
 from progsynth.runs.config import RunConfig, preset, read_text
 from progsynth.runs.store import RunStore, atomic_write, hold_lock
 from progsynth.runs.train import SEED_DIR, finished, parse_seeds
@@ -354,7 +354,7 @@ def run_point(point_dir: str, config: dict[str, Any], seeds: list[int], analyze:
                 interrupted |= resume(group).interrupted
         result["stopped"] = [(store.stop() or {}).get("reason", "") for store in stores]
         if not interrupted:
-            _analyse(stores, analyze, llc)
+            result["message"] = "; ".join(_analyse(stores, analyze, llc)) or None
         result["status"] = "interrupted" if interrupted else "finished"
     except KeyboardInterrupt:
         result["status"] = "interrupted"
@@ -365,18 +365,26 @@ def run_point(point_dir: str, config: dict[str, Any], seeds: list[int], analyze:
     return result
 
 
-def _analyse(stores: list[RunStore], analyze: bool, llc: bool) -> None:
+def _analyse(stores: list[RunStore], analyze: bool, llc: bool) -> list[str]:
+    """Run the analyses asked for on every run; what does not apply to the task (``analyze`` reads
+    Fourier programs over Z_p only) is skipped and returned as notes, not a failure."""
+    notes = []
     if analyze:
         from progsynth.interp.measures import measure_run
 
         for store in stores:
-            measure_run(store.path)
+            try:
+                measure_run(store.path)
+            except NotApplicableError as error:
+                notes.append(f"analyze skipped: {error}")
+                break
     if llc:
         from progsynth.demo import DEMO_LLC, DEMO_LLC_CHECKPOINTS, log_spaced
         from progsynth.slt.run_llc import estimate_run_llc
 
         for store in stores:
             estimate_run_llc(store.path, log_spaced(store.checkpoint_steps(), DEMO_LLC_CHECKPOINTS), DEMO_LLC)
+    return notes
 
 
 # ---- the driver ---------------------------------------------------------------------------------
@@ -416,14 +424,13 @@ class SweepResult:
     points: list[dict[str, Any]]
     seconds: float
     address: str
-    interrupted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for point in self.points:
             counts[point["status"]] = counts.get(point["status"], 0) + 1
         return {"sweep": str(self.directory), "address": self.address, "seconds": round(self.seconds, 3),
-                "interrupted": self.interrupted, "points": len(self.points),
+                "points": len(self.points),
                 "runs": sum(len(p["seeds"]) for p in self.points), "counts": counts,
                 "failed": [{"point": p["point"], "message": p["message"]} for p in self.points if p["status"] == "failed"],
                 "results": self.points}
