@@ -86,12 +86,13 @@ class SoftmaxCrossEntropy(Para):
         if y.dtype in (torch.int64, torch.int32):
             if y.shape != (batch,):
                 raise LensTypeError(f"{self.name}: class-index target must have shape ({batch},), got {tuple(y.shape)}")
-            if batch and (int(y.min()) < 0 or int(y.max()) >= classes):
+            try:  # gather refuses an index outside [0, classes): the range is read only then, no per-step sync
+                loss = -log_p.gather(1, y.long().unsqueeze(1)).mean()
+            except (RuntimeError, IndexError):
                 raise LensTypeError(
                     f"{self.name}: class indices must lie in [0, {classes}), got range "
                     f"[{int(y.min())}, {int(y.max())}]"
-                )
-            loss = -log_p.gather(1, y.long().unsqueeze(1)).mean()
+                ) from None
         else:
             if y.shape != logits.shape:
                 raise LensTypeError(
