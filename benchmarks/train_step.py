@@ -13,6 +13,8 @@
   (the order alternates per round), medians of the per-step times.
 - ``vmap8_speedup``: eight seeds of the ``quick`` preset stepped together through torch.func.vmap
   (as ``progsynth train --seeds 0-7`` does) against the same eight stepped one after another.
+- ``loop_overhead``: the ``nanda`` preset's training loop (metrics, checkpoints and resume points
+  included) per epoch against its bare step, for a few hundred epochs (``bench_loop``).
 
 GFLOP/s are achieved against each step's matmul FLOP count from the shapes (``*_step_flops``):
 2mnk per product, forward plus backward (the backward of a product whose two operands both need
@@ -191,6 +193,48 @@ def bench_vmap8(seeds: int = 8, threads: tuple[int, ...] = (2, 1), warmup: int =
     return result
 
 
+LOOP_EPOCHS = 300
+"""Epochs of the ``nanda`` preset that ``bench_loop`` trains (metrics every 50 steps as the preset)."""
+
+
+def bench_loop(threads: tuple[int, ...] = (2, 1), epochs: int = LOOP_EPOCHS) -> dict:
+    """``loop_overhead``: the wall time per epoch of ``progsynth train --preset nanda``'s loop
+    (``runs.train.train``: the step, metrics every 50 steps, checkpoints, resume points) against the
+    bare step of the same config (``Experiment.learner.step``, the float64 loss included, timed for
+    half the epochs before the loop and half after, after a warm-up) at each thread count. The run keeps the full run's checkpoint density: 200
+    checkpoints per 25,000 epochs, so ``max_checkpoints`` = 200 · epochs / 25,000 (at least 2)."""
+    import tempfile
+    from pathlib import Path
+
+    from progsynth.runs.config import preset
+    from progsynth.runs.experiment import Experiment
+    from progsynth.runs.train import train
+
+    config = preset("nanda")
+    scaled = config.override(epochs=epochs, max_checkpoints=max(2, round(200 * epochs / config.epochs)))
+    result: dict = {"epochs": epochs, "max_checkpoints": scaled.max_checkpoints, "threads": {}}
+    for t in threads:
+        torch.set_num_threads(t)
+        experiment = Experiment(config)
+        state = [experiment.learner.init(experiment.init_params(0))]
+        x, y = experiment.x_train, experiment.y_train
+
+        def bare_step_seconds(steps: int) -> float:
+            start = time.perf_counter()
+            for _ in range(steps):
+                state[0], _ = experiment.learner.step(state[0], x, y)
+            return (time.perf_counter() - start) / steps
+
+        bare_step_seconds(20)  # warm-up: the allocator's pools and the first steps' page faults
+        before = bare_step_seconds(epochs // 2)
+        with tempfile.TemporaryDirectory() as folder:
+            run = train(scaled, Path(folder) / "nanda")
+        bare = (before + bare_step_seconds(epochs // 2)) / 2  # around the loop, so drift cancels
+        loop = run.seconds / epochs
+        result["threads"][t] = {"bare_ms": bare * 1e3, "loop_ms": loop * 1e3, "loop_overhead": loop / bare}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds per thread count")
@@ -198,6 +242,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     nanda = bench_nanda_step(rounds=args.rounds)
     vmap8 = bench_vmap8()
+    loop = bench_loop()
     load_after = os.getloadavg()[0]
 
     print(f"Nanda p=113 full-batch AdamW step, {nanda['n_train']} train pairs, float32 "
@@ -216,6 +261,11 @@ def main() -> None:
     for t, row in vmap8["threads"].items():
         print(f"{t:>7}{row['vmap_ms']:>10.1f}{row['sequential_ms']:>15.1f}{row['vmap8_speedup']:>9.2f}")
     print("(CPU only: training runs on the CPU in this version)")
+    print(f"\nThe nanda preset's training loop ({loop['epochs']} epochs, metrics every 50, {loop['max_checkpoints']} "
+          "checkpoints) against its bare step; loop_overhead = loop ms / bare ms (target ≤ 1.15)")
+    print(f"{'threads':>7}{'bare ms':>10}{'loop ms':>10}{'overhead':>10}")
+    for t, row in loop["threads"].items():
+        print(f"{t:>7}{row['bare_ms']:>10.1f}{row['loop_ms']:>10.1f}{row['loop_overhead']:>10.3f}")
     print(f"1-minute load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} CPUs "
           f"(a load above this run's own threads means other processes shared the cores); "
           f"GOMP_SPINCOUNT {SPINCOUNT}")
@@ -235,6 +285,10 @@ def main() -> None:
         "vmap8_speedup_1thread": vmap8["threads"][1]["vmap8_speedup"],
         "vmap8_ms": vmap8["threads"][2]["vmap_ms"],
         "sequential8_ms": vmap8["threads"][2]["sequential_ms"],
+        "loop_overhead": loop["threads"][2]["loop_overhead"],
+        "loop_overhead_1thread": loop["threads"][1]["loop_overhead"],
+        "loop_ms_per_epoch": loop["threads"][2]["loop_ms"],
+        "bare_step_ms": loop["threads"][2]["bare_ms"],
         "load_average": [load_before, load_after],
         "gomp_spincount": SPINCOUNT,
     }
