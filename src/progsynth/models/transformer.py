@@ -118,6 +118,14 @@ class TransformerConfig:
         return self.p + 1 if self.unembed_equals else self.p
 
 
+def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 2-D table, as an embedding lookup: the same values as ``index_select``,
+    but under ``torch.func.vmap`` over seeds (a batched table, shared indices) it stays one lookup
+    into the stacked tables, where ``index_select`` becomes a ``gather`` reading one index per
+    element."""
+    return torch.nn.functional.embedding(index, table)
+
+
 class Transformer(nn.Module):
     """The one-layer transformer, fast path (module docstring). Input: tokens (N, 3); output:
     logits (N, p) at ``=`` ((N, p + 1) with ``unembed_equals``)."""
@@ -188,9 +196,10 @@ class Transformer(nn.Module):
         scores = torch.einsum("hqe,jhke->jqkh", q, k) / math.sqrt(c.d_head)  # (3, V query, V key, H)
         # Example n attends from '=' to (j, t_j) with score scores[j, t_2, t_j]; causal: all 3 keys.
         score_rows = ((position * vocab + query_token.unsqueeze(1)) * vocab + tokens).reshape(-1)
-        attn = torch.softmax(scores.reshape(-1, heads).index_select(0, score_rows).view(n, N_CTX, heads), dim=1)
+        attn = torch.softmax(_rows(scores.reshape(-1, heads), score_rows).view(n, N_CTX, heads), dim=1)
         v = torch.einsum("jvd,hde->jvhe", x, self.W_V).reshape(N_CTX * vocab, heads, c.d_head)
-        values = v.index_select(0, (position * vocab + tokens).reshape(-1)).view(n, N_CTX, heads, c.d_head)
+        values = _rows(v.reshape(N_CTX * vocab, heads * c.d_head),
+                       (position * vocab + tokens).reshape(-1)).view(n, N_CTX, heads, c.d_head)
         z = (attn.unsqueeze(-1) * values).sum(dim=1).reshape(n, heads * c.d_head)
         # Nothing nonlinear stands between z W_O and its two readers (MLP input, unembedding), nor
         # between the MLP output and the unembedding: fold W_O and W_out into them, and tabulate the
@@ -201,8 +210,8 @@ class Transformer(nn.Module):
         if self.b_in is not None:
             pre_table = pre_table + self.b_in
             direct_table = direct_table + self.b_out @ self.W_U
-        pre = torch.addmm(pre_table.index_select(0, query_token), z, w_o @ self.W_in)
-        logits = torch.addmm(direct_table.index_select(0, query_token), z, w_o @ self.W_U)
+        pre = torch.addmm(_rows(pre_table, query_token), z, w_o @ self.W_in)
+        logits = torch.addmm(_rows(direct_table, query_token), z, w_o @ self.W_U)
         return torch.addmm(logits, torch.relu(pre), self.W_out @ self.W_U)
 
     def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
