@@ -701,7 +701,7 @@ def _result(
             f"spread along the stiffest direction by about {epsilon * kappa / 4:.0%}; use a smaller epsilon"
         )
     if healthy.size == 1:
-        warnings.append(f"only one healthy chain: λ̂ has no standard error (shown as nan); run at least 2 chains")
+        warnings.append("only one healthy chain: λ̂ has no standard error (shown as nan); run at least 2 chains")
     if config.num_draws < config.min_draws:
         warnings.append(f"only {config.num_draws} draws per chain (fewer than {config.min_draws}): λ̂ and its "
                         "per-chain standard errors are too noisy to trust; use more draws")
