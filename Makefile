@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench clean
 
-# setup.py and the C kernel are prerequisites so that a change to either rebuilds the extension.
-$(STAMP): pyproject.toml setup.py src/progsynth/core/_packed.c
+# setup.py and the C kernels are prerequisites so that a change to any of them rebuilds the extensions.
+$(STAMP): pyproject.toml setup.py src/progsynth/core/_packed.c src/progsynth/models/_rowsum.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
@@ -27,4 +27,4 @@ bench: $(STAMP)
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/progsynth/core/_packed*.so
+	rm -rf $(VENV) build src/*.egg-info src/progsynth/core/_packed*.so src/progsynth/models/_rowsum*.so

@@ -64,16 +64,19 @@ LR, WEIGHT_DECAY, BETAS, EPS = 1e-3, 1.0, (0.9, 0.98), 1e-8
 
 
 def fast_step_flops(c: TransformerConfig, n: int) -> int:
-    """Matmul FLOPs of one training step of ``Transformer`` (the fast path) on n examples."""
-    v, hd = c.d_vocab, c.n_heads * c.d_head
+    """Multiply-add FLOPs of one training step of ``Transformer`` (the fast path, with the compiled
+    row sums) on n examples: matrix products and the weighted row sums, forward and backward (×3)."""
+    v, hd, width = c.d_vocab, c.n_heads * c.d_head, c.d_mlp + c.p
     tables = (
         v * c.d_model * hd                # queries at '=' per token
         + 2 * N_CTX * v * c.d_model * hd  # keys and values per (position, token)
         + N_CTX * v * v * hd              # score table
-        + hd * c.d_model * (c.d_mlp + c.p) + c.d_mlp * c.d_model * c.p  # W_O W_in, W_O W_U, W_out W_U
-        + v * c.d_model * (c.d_mlp + c.p)  # the query stream's own MLP input and direct logits
+        + hd * c.d_model * width          # W_O W_in and W_O W_U per head
+        + N_CTX * v * hd * width          # head rows: each head's value through them, per (position, token)
+        + v * c.d_model * width           # the query stream's own MLP input and direct logits
+        + c.d_mlp * c.d_model * c.p       # W_out W_U
     )
-    per_example = N_CTX * hd + hd * (c.d_mlp + c.p) + c.d_mlp * c.p  # z, MLP input, logits
+    per_example = (N_CTX * c.n_heads + 1) * width + c.d_mlp * c.p  # the row sums, relu(·) (W_out W_U)
     return 3 * 2 * (tables + n * per_example)
 
 

@@ -47,9 +47,14 @@ Two implementations of the same function, with the same parameters:
   stands between the attention output z W_O and its two readers (the MLP input and the
   unembedding), nor between the MLP output and the unembedding, so W_O is folded into W_in and
   W_U and W_out into W_U (small products computed once per call), and the query stream's own
-  contributions to the MLP input and to the logits are tables per token. Per example that leaves
-  three matrix products, z (W_O W_in), z (W_O W_U) and relu(·) (W_out W_U), about a quarter of
-  the straightforward path's work (``benchmarks/train_step.py`` counts both).
+  contributions to the MLP input and to the logits are tables per token. One step further, each
+  head's value at (position, token) through W_O W_in (and W_O W_U) is a row of a per-(position,
+  token, head) table, so an example's MLP input and direct logits are sums of 3·H + 1 table rows
+  weighted by its attention pattern (``models.rowsum``, a compiled kernel with a hand-written
+  backward), and the only matrix product per example left is relu(·) (W_out W_U). The row sums need
+  plain memory: under ``vmap`` or ``jvp``, or without a C compiler, the same function is computed
+  with the products z (W_O W_in) and z (W_O W_U) instead, z the heads' attention-weighted values
+  (``benchmarks/train_step.py`` counts the work of both).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ import torch
 from torch import nn
 
 from progsynth.errors import ConfigError, LensTypeError
+from progsynth.models import rowsum
 from progsynth.tasks.common import check_int
 
 __all__ = ["TransformerConfig", "Transformer", "StraightforwardTransformer", "INITS", "N_CTX"]
@@ -197,7 +203,9 @@ class Transformer(nn.Module):
         # Example n attends from '=' to (j, t_j) with score scores[j, t_2, t_j]; causal: all 3 keys.
         score_rows = ((position * vocab + query_token.unsqueeze(1)) * vocab + tokens).reshape(-1)
         attn = torch.softmax(_rows(scores.reshape(-1, heads), score_rows).view(n, N_CTX, heads), dim=1)
-        v = torch.einsum("jvd,hde->jvhe", x, self.W_V).reshape(N_CTX * vocab, heads, c.d_head)
+        v = torch.einsum("jvd,hde->jvhe", x, self.W_V)  # (3, V, H, d_head)
+        if rowsum.usable(v, attn):
+            return self._logits_by_row_sums(tokens, x_query, v, attn)
         values = _rows(v.reshape(N_CTX * vocab, heads * c.d_head),
                        (position * vocab + tokens).reshape(-1)).view(n, N_CTX, heads, c.d_head)
         z = (attn.unsqueeze(-1) * values).sum(dim=1).reshape(n, heads * c.d_head)
@@ -205,14 +213,44 @@ class Transformer(nn.Module):
         # between the MLP output and the unembedding: fold W_O and W_out into them, and tabulate the
         # query stream's own contributions per token.
         w_o = self.W_O.reshape(heads * c.d_head, c.d_model)
+        pre_table, direct_table = self._query_tables(x_query)
+        pre = torch.addmm(_rows(pre_table, query_token), z, w_o @ self.W_in)
+        logits = torch.addmm(_rows(direct_table, query_token), z, w_o @ self.W_U)
+        return torch.addmm(logits, torch.relu(pre), self.W_out @ self.W_U)
+
+    def _query_tables(self, x_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query stream's own contributions, per token standing at ``=``: to the MLP input
+        (V, d_mlp) and, through the residual stream, to the logits (V, p or p + 1)."""
         pre_table = x_query @ self.W_in
         direct_table = x_query @ self.W_U
         if self.b_in is not None:
             pre_table = pre_table + self.b_in
             direct_table = direct_table + self.b_out @ self.W_U
-        pre = torch.addmm(_rows(pre_table, query_token), z, w_o @ self.W_in)
-        logits = torch.addmm(_rows(direct_table, query_token), z, w_o @ self.W_U)
-        return torch.addmm(logits, torch.relu(pre), self.W_out @ self.W_U)
+        return pre_table, direct_table
+
+    def _logits_by_row_sums(self, tokens: torch.Tensor, x_query: torch.Tensor, v: torch.Tensor,
+                            attn: torch.Tensor) -> torch.Tensor:
+        """The MLP input and direct logits as weighted sums of table rows (``models.rowsum``).
+
+        Head h's value at (position j, token t), through W_O and on into W_in (or W_U), is one row
+        of a (3, V, H) table, computed per head from its d_head-wide value; an example's MLP input
+        (or direct logits) is then the sum of its 3·H rows weighted by its attention pattern, plus
+        its query token's row (weight 1). Per example that is 3·H + 1 rows of d_mlp (and p) numbers
+        instead of a matrix product with (H·d_head) × (d_mlp + p) weights."""
+        c = self.config
+        n, vocab, heads = tokens.shape[0], c.d_vocab, c.n_heads
+        position = torch.arange(N_CTX, device=tokens.device)
+        head = torch.arange(heads, device=tokens.device)
+        rows = torch.cat([((position * vocab + tokens).unsqueeze(-1) * heads + head).reshape(n, N_CTX * heads),
+                          N_CTX * vocab * heads + tokens[:, N_CTX - 1:]], dim=1)
+        weights = torch.cat([attn.reshape(n, N_CTX * heads), attn.new_ones(n, 1)], dim=1)
+        sums = []
+        for reader, query_table in zip((self.W_in, self.W_U), self._query_tables(x_query)):
+            head_rows = torch.einsum("jvhe,hew->jvhw", v, torch.einsum("hed,dw->hew", self.W_O, reader))
+            table = torch.cat([head_rows.reshape(N_CTX * vocab * heads, -1), query_table])
+            sums.append(rowsum.row_sum(table, rows, weights))
+        pre, direct = sums
+        return torch.addmm(direct, torch.relu(pre), self.W_out @ self.W_U)
 
     def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
         """The permutation group acting on each axis of each parameter (None: unpermuted).
