@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from progsynth.errors import ConfigError, LensTypeError
-from progsynth.models import rowsum
+from progsynth.models import rowsum, transformer
 from progsynth.models.transformer import (
     StraightforwardTransformer,
     Transformer,
@@ -224,14 +224,20 @@ def test_unembed_equals_must_be_a_bool(bad):
 @pytest.mark.parametrize("row_sums", [True, False])
 def test_both_ways_of_the_fast_path_equal_straightforward(monkeypatch, row_sums):
     """With the compiled row sums (plain autograd and one grad/vjp, as training) and with dense
-    products (vmap, jvp, no compiler), to 1e-10 in float64 on arbitrary tokens."""
+    products (vmap, jvp, small models, no compiler), to 1e-10 in float64 on arbitrary tokens."""
     calls = []
     if not row_sums:
         monkeypatch.setattr(rowsum, "usable", lambda *tensors: False)
     else:
+        monkeypatch.setattr(transformer, "ROW_SUMS_FROM", 0)  # at any size
         real = rowsum.row_sum
         monkeypatch.setattr(rowsum, "row_sum", lambda *args: calls.append(1) or real(*args))
     config = TransformerConfig(p=13, d_model=24, n_heads=3, d_head=8, d_mlp=40, unembed_equals=True)
     tokens = torch.randint(0, 14, (200, 3), generator=torch.Generator().manual_seed(5))
     _assert_same_function(config, tokens)
     assert bool(calls) == (row_sums and rowsum.ROWSUM_BACKEND == "compiled")
+
+
+def test_row_sums_serve_at_the_paper_size_only():
+    assert Transformer(TransformerConfig(p=113))._row_sums_pay()  # nanda: 128 >= 8 * 13
+    assert not Transformer(TransformerConfig(p=53, d_model=64, n_heads=4, d_head=16, d_mlp=256))._row_sums_pay()

@@ -51,9 +51,10 @@ Two implementations of the same function, with the same parameters:
   head's value at (position, token) through W_O W_in (and W_O W_U) is a row of a per-(position,
   token, head) table, so an example's MLP input and direct logits are sums of 3·H + 1 table rows
   weighted by its attention pattern (``models.rowsum``, a compiled kernel with a hand-written
-  backward), and the only matrix product per example left is relu(·) (W_out W_U). The row sums need
-  plain memory: under ``vmap`` or ``jvp``, or without a C compiler, the same function is computed
-  with the products z (W_O W_in) and z (W_O W_U) instead, z the heads' attention-weighted values
+  backward), and the only matrix product per example left is relu(·) (W_out W_U). The row sums
+  serve where they pay (``ROW_SUMS_FROM``, the paper's size) and where the kernel sees plain memory;
+  under ``vmap`` or ``jvp``, at smaller sizes, or without a C compiler, the same function is
+  computed with the products z (W_O W_in) and z (W_O W_U), z the heads' attention-weighted values
   (``benchmarks/train_step.py`` counts the work of both).
 """
 
@@ -70,10 +71,17 @@ from progsynth.errors import ConfigError, LensTypeError
 from progsynth.models import rowsum
 from progsynth.tasks.common import check_int
 
-__all__ = ["TransformerConfig", "Transformer", "StraightforwardTransformer", "INITS", "N_CTX"]
+__all__ = ["TransformerConfig", "Transformer", "StraightforwardTransformer", "INITS", "N_CTX", "ROW_SUMS_FROM"]
 
 N_CTX = 3
 """Positions per input: ``a b =``."""
+
+ROW_SUMS_FROM = 8
+"""The row sums (``models.rowsum``) replace the per-example products z (W_O W_in) and z (W_O W_U)
+only when those products are at least this many times wider: n_heads·d_head ≥ ROW_SUMS_FROM ·
+(3·n_heads + 1). The kernel is memory-bound and the products run at matmul speed, so the row sums
+win at the paper's size (128 against 13) and lose at the ``quick`` preset's (64 against 13); README
+→ Results has the measurements."""
 
 INITS = ("nanda", "tl")
 """The initialisations a TransformerConfig accepts (module docstring)."""
@@ -204,7 +212,7 @@ class Transformer(nn.Module):
         score_rows = ((position * vocab + query_token.unsqueeze(1)) * vocab + tokens).reshape(-1)
         attn = torch.softmax(_rows(scores.reshape(-1, heads), score_rows).view(n, N_CTX, heads), dim=1)
         v = torch.einsum("jvd,hde->jvhe", x, self.W_V)  # (3, V, H, d_head)
-        if rowsum.usable(v, attn):
+        if self._row_sums_pay() and rowsum.usable(v, attn):
             return self._logits_by_row_sums(tokens, x_query, v, attn)
         values = _rows(v.reshape(N_CTX * vocab, heads * c.d_head),
                        (position * vocab + tokens).reshape(-1)).view(n, N_CTX, heads, c.d_head)
@@ -217,6 +225,11 @@ class Transformer(nn.Module):
         pre = torch.addmm(_rows(pre_table, query_token), z, w_o @ self.W_in)
         logits = torch.addmm(_rows(direct_table, query_token), z, w_o @ self.W_U)
         return torch.addmm(logits, torch.relu(pre), self.W_out @ self.W_U)
+
+    def _row_sums_pay(self) -> bool:
+        """Whether the row sums beat the dense products at this model's size (``ROW_SUMS_FROM``)."""
+        c = self.config
+        return c.n_heads * c.d_head >= ROW_SUMS_FROM * (N_CTX * c.n_heads + 1)
 
     def _query_tables(self, x_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The query stream's own contributions, per token standing at ``=``: to the MLP input
