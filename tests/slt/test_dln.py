@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 from fractions import Fraction
 
+import numpy as np
 import pytest
+import torch
+from torch.func import grad_and_value, vmap
 
 from progsynth.errors import ConfigError
-from progsynth.slt.dln import aoyagi_lambda, aoyagi_subset, check_dln_llc, num_parameters
-from progsynth.slt.llc import SGLDConfig
+from progsynth.slt.dln import aoyagi_lambda, aoyagi_subset, check_dln_llc, dln_loss, dln_problem, num_parameters
+from progsynth.slt.llc import SGLDConfig, estimate_llc
 
 
 def rrr_case(m: int, h: int, n: int, r: int) -> tuple[str, Fraction]:
@@ -111,3 +114,35 @@ def test_sgld_on_a_small_dln_lands_near_aoyagi():
 def test_check_dln_llc_rejects_a_bad_data_seed():
     with pytest.raises(ConfigError, match="data_seed"):
         check_dln_llc([3, 3], 1, data_seed=-1)
+
+
+@pytest.mark.parametrize("widths", [(5,), (4, 3), (6, 4, 6), (3, 5, 2, 4)])
+@pytest.mark.parametrize("shared", [True, False])
+def test_hand_written_chain_gradients_equal_autograd(widths, shared):
+    """dln_loss.chains_grad_and_value against vmap(grad_and_value(dln_loss)), float64, for
+    per-chain minibatches and for the full data shared by every chain."""
+    g = torch.Generator().manual_seed(len(widths))
+    widths = (3, *widths)
+    chains, rows = 5, 17
+    params = tuple(torch.randn(chains, b, a, generator=g, dtype=torch.float64) for a, b in zip(widths, widths[1:]))
+    lead = () if shared else (chains,)
+    x = torch.randn(*lead, rows, widths[0], generator=g, dtype=torch.float64)
+    y = torch.randn(*lead, rows, widths[-1], generator=g, dtype=torch.float64)
+    grads, losses = dln_loss.chains_grad_and_value(params, (x, y))
+    in_dims = (0, None if shared else 0)
+    expected_grads, expected_losses = vmap(grad_and_value(dln_loss), in_dims=in_dims)(params, (x, y))
+    assert losses.shape == (chains,) and torch.allclose(losses, expected_losses, atol=1e-12)
+    for mine, theirs in zip(grads, expected_grads, strict=True):
+        assert mine.shape == theirs.shape and torch.allclose(mine, theirs, atol=1e-12)
+
+
+def test_sgld_with_the_hand_written_gradient_follows_autograd():
+    """The same chains, float64, with and without the DLN's own gradient: the same draws."""
+    params, data = dln_problem((6, 4, 6), 2, n=500)
+    params = tuple(p.double() for p in params)
+    data = tuple(t.double() for t in data)
+    config = SGLDConfig(epsilon=1e-4, num_chains=3, num_burnin=20, num_draws=40, batch_size=100)
+    fast = estimate_llc(dln_loss, params, data, config)
+    slow = estimate_llc(lambda p, b: dln_loss(p, b), params, data, config)  # no chains_grad_and_value
+    assert np.allclose(fast.loss_traces, slow.loss_traces, rtol=1e-9, atol=0)
+    assert fast.llc_mean == pytest.approx(slow.llc_mean, rel=1e-8)

@@ -46,6 +46,7 @@ __all__ = [
     "aoyagi_subset",
     "aoyagi_lambda",
     "num_parameters",
+    "DLNLoss",
     "dln_loss",
     "dln_problem",
     "DLNCheck",
@@ -114,10 +115,38 @@ def _aoyagi_lambda_exact(widths: tuple[int, ...], rank: int) -> Fraction:
     )
 
 
-def dln_loss(params: DLNParams, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The DLN's loss for LLC estimation: ``squared_error`` (mean over rows of ‖y − W_L⋯W₁x‖²)."""
-    x, y = batch
-    return squared_error(dln_forward(params, x), y)
+class DLNLoss:
+    """The DLN's loss for LLC estimation, ``squared_error`` (mean over rows of ‖y − W_L⋯W₁x‖²), with
+    its gradient written out for many chains at once (``slt.llc.LossFn``): for a linear chain the
+    backward is one product per layer for the gradient and one to pass it down, batched over chains,
+    where autograd under vmap pays its per-operation cost many times over on networks this small."""
+
+    def __call__(self, params: DLNParams, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return squared_error(dln_forward(params, x), y)
+
+    def chains_grad_and_value(
+        self, params: DLNParams, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Gradients (each (C, H_i, H_{i−1})) and losses (C,) for layers stacked over C chains;
+        x, y are (C, m, ·) minibatches or the (n, ·) data every chain shares (broadcast)."""
+        x, y = batch
+        inputs = [x.transpose(-1, -2)]  # activations kept as (features, rows): the faster product shapes
+        for w in params:  # forward, keeping each layer's input
+            inputs.append(torch.matmul(w, inputs[-1]))
+        residual = inputs.pop() - y.transpose(-1, -2)
+        rows = residual.shape[-1]
+        losses = residual.square().sum(dim=(-2, -1)) / rows
+        back = residual * (2.0 / rows)  # d loss / d output, (C, H_L, m)
+        grads = []
+        for w, h in zip(reversed(params), reversed(inputs)):
+            grads.append(torch.matmul(back, h.transpose(-1, -2)))
+            back = torch.matmul(w.transpose(-1, -2), back)
+        return tuple(reversed(grads)), losses
+
+
+dln_loss = DLNLoss()
+"""``dln_loss(params, (x, y))``: the DLN's loss for LLC estimation (``DLNLoss``)."""
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,15 @@ __all__ = [
 ]
 
 LossFn = Callable[[Any, Any], torch.Tensor]
-"""``loss_fn(params, batch) -> scalar``: the mean loss over the rows of ``batch`` at ``params``."""
+"""``loss_fn(params, batch) -> scalar``: the mean loss over the rows of ``batch`` at ``params``.
+
+A loss function may also carry a hand-written gradient for every chain at once,
+``loss_fn.chains_grad_and_value(params, batch) -> (grads, losses)``: params a pytree like the
+parameters with a leading chain dimension C on every leaf, batch a pytree like the data whose
+leaves have a leading chain dimension too (each chain's minibatch), or none (the full data, shared
+by every chain); grads like params, losses (C,). SGLD then uses it instead of
+``vmap(grad_and_value(loss_fn))``, whose per-operation cost dominates on small networks. It must
+compute the same function (``slt.dln.dln_loss`` has one; its tests check it against autograd)."""
 
 _MAIN_STREAM, _SWEEP_STREAM = 0, 1
 MAX_CHAINS, MAX_TRACE, MAX_STEPS = 10_000, 10**8, 10**9
@@ -405,8 +413,11 @@ class _Problem:
             raise LensTypeError(f"every data tensor must have the same number of rows, got {sorted(rows)}")
         self.data, self.n = data, rows.pop()
         self.loss_fn = loss_fn
-        self.grad_and_loss = vmap(grad_and_value(self._flat_loss), in_dims=(0, 0))
-        self.grad_and_loss_full = vmap(grad_and_value(self._flat_loss), in_dims=(0, None))
+        if callable(getattr(loss_fn, "chains_grad_and_value", None)):
+            self.grad_and_loss = self.grad_and_loss_full = self._chains_grad_and_loss
+        else:
+            self.grad_and_loss = vmap(grad_and_value(self._flat_loss), in_dims=(0, 0))
+            self.grad_and_loss_full = vmap(grad_and_value(self._flat_loss), in_dims=(0, None))
 
     def unflatten(self, w: torch.Tensor) -> Any:
         """The params pytree whose leaves are views into the flat vector ``w``."""
@@ -415,6 +426,15 @@ class _Problem:
 
     def _flat_loss(self, w: torch.Tensor, batch: Any) -> torch.Tensor:
         return self.loss_fn(self.unflatten(w), batch)
+
+    def _chains_grad_and_loss(self, w: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradients (C, d), losses (C,)) for stacked flat parameters w (C, d), by the loss
+        function's own ``chains_grad_and_value`` (``LossFn``)."""
+        chains = w.shape[0]
+        parts = torch.split(w, self.sizes, dim=1)
+        params = tree_unflatten([p.view(chains, *shape) for p, shape in zip(parts, self.shapes)], self.spec)
+        grads, losses = self.loss_fn.chains_grad_and_value(params, batch)
+        return torch.cat([g.reshape(chains, -1) for g in tree_flatten(grads)[0]], dim=1), losses
 
     def full_loss(self, chunk: int) -> float:
         """L_n(w*): the row-weighted mean of ``loss_fn`` over chunks of ``chunk`` rows."""
