@@ -21,11 +21,12 @@
  * Every size and row index is checked before anything runs: a bad call raises ValueError and never
  * reads or writes outside its buffers. The GIL is released while the sums run.
  *
- * forward and the table's gradient take the columns in blocks (64 float32 or 32 float64): one block
- * of the table (or of grad_out) stays in cache while every example passes over it, and a block of an
- * output row is summed in registers. The table's gradient is gathered, not scattered: a counting
- * sort lists the (example, slot) pairs that read each table row, and each row is summed once and
- * written once. The weights' gradient takes one example at a time over the whole column range and
+ * The forward pass and the table's gradient are one kernel, ``combine``: each output row is a
+ * weighted sum of source rows given as lists (an example's k table rows; a table row's readers).
+ * It takes the columns in blocks (64 float32 or 32 float64), so one block of the source stays in
+ * cache while every output row passes over it, and a block of an output row is summed in
+ * registers. The table's gradient is thus gathered, not scattered: a counting sort lists the
+ * (example, slot) pairs that read each table row, and each row is summed once and written once. The weights' gradient takes one example at a time over the whole column range and
  * reduces each dot product's vector once.
  */
 #define PY_SSIZE_T_CLEAN
@@ -53,26 +54,30 @@
 #define NV 8
 
 #define KERNELS(T, ISA)                                                                               \
-    ISA static void forward_##T##_##ISA(const T *table, const int64_t *rows, const T *weights,  \
-                                           T *out, Py_ssize_t n, Py_ssize_t k, Py_ssize_t width,   \
-                                           Py_ssize_t start, Py_ssize_t stop) {                    \
+    /* out[o] = sum over e in [offsets[o], offsets[o + 1]) of weights[slots[e]] * source[sources[e]], \
+     * columns [start, stop): the forward pass (one output row per example, its k table rows) and  \
+     * the table's gradient (one output row per table row, the examples that read it) alike. */   \
+    ISA static void combine_##T##_##ISA(const int64_t *offsets, const int64_t *sources,             \
+                                        const int64_t *slots, const T *weights, const T *source,    \
+                                        T *out, Py_ssize_t n_out, Py_ssize_t width,                 \
+                                        Py_ssize_t start, Py_ssize_t stop) {                        \
         Py_ssize_t c0 = start;                                                                     \
         for (; c0 + BLOCK_##T <= stop; c0 += BLOCK_##T)                                            \
-            for (Py_ssize_t i = 0; i < n; i++) {                                                   \
+            for (Py_ssize_t o = 0; o < n_out; o++) {                                               \
                 vec_##T acc[NV] = {0};                                                             \
-                for (Py_ssize_t j = 0; j < k; j++) {                                               \
-                    const T w = weights[i * k + j];                                                \
-                    const vec_##T *t = (const vec_##T *)(table + rows[i * k + j] * width + c0);    \
-                    for (int v = 0; v < NV; v++) acc[v] += w * t[v];                               \
+                for (int64_t e = offsets[o]; e < offsets[o + 1]; e++) {                            \
+                    const T w = weights[slots[e]];                                                 \
+                    const vec_##T *x = (const vec_##T *)(source + sources[e] * width + c0);        \
+                    for (int v = 0; v < NV; v++) acc[v] += w * x[v];                               \
                 }                                                                                  \
-                vec_##T *o = (vec_##T *)(out + i * width + c0);                                    \
-                for (int v = 0; v < NV; v++) o[v] = acc[v];                                        \
+                vec_##T *y = (vec_##T *)(out + o * width + c0);                                    \
+                for (int v = 0; v < NV; v++) y[v] = acc[v];                                        \
             }                                                                                      \
-        for (Py_ssize_t i = 0, len = stop - c0; i < n && len > 0; i++) {                           \
+        for (Py_ssize_t o = 0, len = stop - c0; o < n_out && len > 0; o++) {                       \
             T acc[BLOCK_##T] __attribute__((aligned(32))) = {0};                                   \
-            for (Py_ssize_t j = 0; j < k; j++)                                                     \
-                axpy_##T(acc, weights[i * k + j], table + rows[i * k + j] * width + c0, len);      \
-            memcpy(out + i * width + c0, acc, len * sizeof(T));                                    \
+            for (int64_t e = offsets[o]; e < offsets[o + 1]; e++)                                  \
+                axpy_##T(acc, weights[slots[e]], source + sources[e] * width + c0, len);           \
+            memcpy(out + o * width + c0, acc, len * sizeof(T));                                    \
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
@@ -101,33 +106,6 @@
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
-                                                                                                   \
-    /* grad_table, gathered rather than scattered: for each table row, the (example, slot) pairs   \
-     * that read it (``first``/``entries``, a counting sort of rows) are summed in registers, block \
-     * by block, and the row is written once. */                                                   \
-    ISA static void gather_##T##_##ISA(const int64_t *first, const int64_t *entries,                \
-                                       const T *weights, const T *grad_out, T *grad_table,          \
-                                       Py_ssize_t n_rows, Py_ssize_t k, Py_ssize_t width,           \
-                                       Py_ssize_t start, Py_ssize_t stop) {                         \
-        Py_ssize_t c0 = start;                                                                     \
-        for (; c0 + BLOCK_##T <= stop; c0 += BLOCK_##T)                                            \
-            for (Py_ssize_t r = 0; r < n_rows; r++) {                                              \
-                vec_##T acc[NV] = {0};                                                             \
-                for (int64_t e = first[r]; e < first[r + 1]; e++) {                                \
-                    const T w = weights[entries[e]];                                               \
-                    const vec_##T *g = (const vec_##T *)(grad_out + entries[e] / k * width + c0);  \
-                    for (int v = 0; v < NV; v++) acc[v] += w * g[v];                               \
-                }                                                                                  \
-                vec_##T *o = (vec_##T *)(grad_table + r * width + c0);                             \
-                for (int v = 0; v < NV; v++) o[v] = acc[v];                                        \
-            }                                                                                      \
-        for (Py_ssize_t r = 0, len = stop - c0; r < n_rows && len > 0; r++) {                      \
-            T acc[BLOCK_##T] __attribute__((aligned(32))) = {0};                                   \
-            for (int64_t e = first[r]; e < first[r + 1]; e++)                                      \
-                axpy_##T(acc, weights[entries[e]], grad_out + entries[e] / k * width + c0, len);   \
-            memcpy(grad_table + r * width + c0, acc, len * sizeof(T));                             \
-        }                                                                                          \
-    }
 
 #define VECTOR_TYPE(T)                                                                             \
     typedef T vec_##T __attribute__((vector_size(32), aligned(sizeof(T))));                        \
@@ -147,17 +125,15 @@ KERNELS(double, AVX2)
 KERNELS(float, BASELINE)
 KERNELS(double, BASELINE)
 
-typedef void (*forward_fn)(const void *, const int64_t *, const void *, void *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                           Py_ssize_t, Py_ssize_t);
+typedef void (*combine_fn)(const int64_t *, const int64_t *, const int64_t *, const void *, const void *, void *,
+                           Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);
 typedef void (*dots_fn)(const void *, const int64_t *, const void *, void *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                         Py_ssize_t, Py_ssize_t);
-typedef void (*gather_fn)(const int64_t *, const int64_t *, const void *, const void *, void *, Py_ssize_t, Py_ssize_t,
-                          Py_ssize_t, Py_ssize_t, Py_ssize_t);
 
 /* The kernels for itemsize 4 or 8 on this processor. */
-static forward_fn pick_forward(Py_ssize_t itemsize) {
-    if (itemsize == 4) return (forward_fn)(HAS_AVX2 ? forward_float_AVX2 : forward_float_BASELINE);
-    return (forward_fn)(HAS_AVX2 ? forward_double_AVX2 : forward_double_BASELINE);
+static combine_fn pick_combine(Py_ssize_t itemsize) {
+    if (itemsize == 4) return (combine_fn)(HAS_AVX2 ? combine_float_AVX2 : combine_float_BASELINE);
+    return (combine_fn)(HAS_AVX2 ? combine_double_AVX2 : combine_double_BASELINE);
 }
 
 static dots_fn pick_dots(Py_ssize_t itemsize) {
@@ -165,19 +141,26 @@ static dots_fn pick_dots(Py_ssize_t itemsize) {
     return (dots_fn)(HAS_AVX2 ? dots_double_AVX2 : dots_double_BASELINE);
 }
 
-static gather_fn pick_gather(Py_ssize_t itemsize) {
-    if (itemsize == 4) return (gather_fn)(HAS_AVX2 ? gather_float_AVX2 : gather_float_BASELINE);
-    return (gather_fn)(HAS_AVX2 ? gather_double_AVX2 : gather_double_BASELINE);
+/* The forward pass's lists: example i reads slots i * k .. i * k + k - 1, slot e reading table row
+ * rows[e]. offsets has n + 1 entries, slots n * k. */
+static void example_lists(Py_ssize_t n, Py_ssize_t k, int64_t *offsets, int64_t *slots) {
+    for (Py_ssize_t i = 0; i <= n; i++) offsets[i] = i * k;
+    for (Py_ssize_t e = 0; e < n * k; e++) slots[e] = e;
 }
 
-/* first[r]..first[r + 1] index the entries (i * k + j, ascending) whose row is r: a counting sort. */
-static void sort_rows(const int64_t *rows, Py_ssize_t count, Py_ssize_t n_rows, int64_t *first, int64_t *entries) {
+/* The backward pass's lists, a counting sort of the slots by table row: row r is read by slots
+ * slots[first[r]] .. slots[first[r + 1] - 1] (ascending), slot e of example examples[.] = e / k.
+ * first has n_rows + 1 entries, slots and examples count; next is n_rows of scratch. */
+static void row_lists(const int64_t *rows, Py_ssize_t count, Py_ssize_t k, Py_ssize_t n_rows, int64_t *first,
+                      int64_t *slots, int64_t *examples, int64_t *next) {
     memset(first, 0, (n_rows + 1) * sizeof(int64_t));
     for (Py_ssize_t e = 0; e < count; e++) first[rows[e] + 1]++;
     for (Py_ssize_t r = 0; r < n_rows; r++) first[r + 1] += first[r];
-    int64_t *next = entries + count; /* scratch: the next free place of each row */
     memcpy(next, first, n_rows * sizeof(int64_t));
-    for (Py_ssize_t e = 0; e < count; e++) entries[next[rows[e]]++] = e;
+    for (Py_ssize_t e = 0; e < count; e++) {
+        slots[next[rows[e]]] = e;
+        examples[next[rows[e]]++] = e / k;
+    }
 }
 
 /* Checks the sizes shared by both calls; on failure sets ValueError and returns 0. */
@@ -205,69 +188,61 @@ static int check(Py_buffer *table, Py_buffer *rows, Py_buffer *weights, Py_ssize
     return 1;
 }
 
+/* The end of both calls: free the lists, release the buffers, and return None, or NULL with the
+ * error already set (ok == 0) or a MemoryError (the lists could not be allocated). */
+static PyObject *finish(int ok, int64_t *lists, Py_buffer *buffers, int count) {
+    free(lists);
+    for (int i = 0; i < count; i++) PyBuffer_Release(&buffers[i]);
+    if (!ok) return NULL;
+    if (!lists) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *forward(PyObject *self, PyObject *args) {
-    Py_buffer table, rows, weights, out;
+    Py_buffer b[4]; /* table, rows, weights, out */
     Py_ssize_t n, k, n_rows, width, start, stop, itemsize;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*nnnnnnn", &table, &rows, &weights, &out, &n, &k, &n_rows, &width, &start,
+    if (!PyArg_ParseTuple(args, "y*y*y*w*nnnnnnn", &b[0], &b[1], &b[2], &b[3], &n, &k, &n_rows, &width, &start,
                           &stop, &itemsize))
         return NULL;
-    PyObject *result = NULL;
-    if (!check(&table, &rows, &weights, n, k, n_rows, width, start, stop, itemsize)) goto done;
-    if (out.len != n * width * itemsize) {
+    int ok = check(&b[0], &b[1], &b[2], n, k, n_rows, width, start, stop, itemsize);
+    if (ok && b[3].len != n * width * itemsize) {
         PyErr_SetString(PyExc_ValueError, "out must hold n x width elements");
-        goto done;
+        ok = 0;
     }
-    Py_BEGIN_ALLOW_THREADS
-    forward_fn run = pick_forward(itemsize);
-    run(table.buf, rows.buf, weights.buf, out.buf, n, k, width, start, stop);
-    Py_END_ALLOW_THREADS
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    PyBuffer_Release(&table);
-    PyBuffer_Release(&rows);
-    PyBuffer_Release(&weights);
-    PyBuffer_Release(&out);
-    return result;
+    /* offsets (n + 1), then slots (n * k) */
+    int64_t *lists = ok ? malloc((n + 1 + n * k) * sizeof(int64_t)) : NULL;
+    if (lists) {
+        Py_BEGIN_ALLOW_THREADS
+        int64_t *offsets = lists, *slots = lists + n + 1;
+        example_lists(n, k, offsets, slots);
+        pick_combine(itemsize)(offsets, b[1].buf, slots, b[2].buf, b[0].buf, b[3].buf, n, width, start, stop);
+        Py_END_ALLOW_THREADS
+    }
+    return finish(ok, lists, b, 4);
 }
 
 static PyObject *backward(PyObject *self, PyObject *args) {
-    Py_buffer table, rows, weights, grad_out, grad_table, grad_weights;
+    Py_buffer b[6]; /* table, rows, weights, grad_out, grad_table, grad_weights */
     Py_ssize_t n, k, n_rows, width, start, stop, itemsize;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*nnnnnnn", &table, &rows, &weights, &grad_out, &grad_table,
-                          &grad_weights, &n, &k, &n_rows, &width, &start, &stop, &itemsize))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*nnnnnnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &n, &k, &n_rows,
+                          &width, &start, &stop, &itemsize))
         return NULL;
-    PyObject *result = NULL;
-    if (!check(&table, &rows, &weights, n, k, n_rows, width, start, stop, itemsize)) goto done;
-    if (grad_out.len != n * width * itemsize || grad_table.len != table.len || grad_weights.len != weights.len) {
+    int ok = check(&b[0], &b[1], &b[2], n, k, n_rows, width, start, stop, itemsize);
+    if (ok && (b[3].len != n * width * itemsize || b[4].len != b[0].len || b[5].len != b[2].len)) {
         PyErr_SetString(PyExc_ValueError, "grad_out, grad_table and grad_weights must match out, table and weights");
-        goto done;
+        ok = 0;
     }
-    int64_t *first = malloc((n_rows + 1) * sizeof(int64_t)), *entries = malloc((n * k + n_rows) * sizeof(int64_t));
-    Py_BEGIN_ALLOW_THREADS
-    if (first && entries) {
-        sort_rows(rows.buf, n * k, n_rows, first, entries);
-        pick_gather(itemsize)(first, entries, weights.buf, grad_out.buf, grad_table.buf, n_rows, k, width, start, stop);
-        pick_dots(itemsize)(table.buf, rows.buf, grad_out.buf, grad_weights.buf, n, k, width, start, stop);
+    /* first (n_rows + 1), then slots and examples (n * k each), then n_rows of scratch */
+    int64_t *lists = ok ? malloc((2 * n_rows + 1 + 2 * n * k) * sizeof(int64_t)) : NULL;
+    if (lists) {
+        Py_BEGIN_ALLOW_THREADS
+        int64_t *first = lists, *slots = first + n_rows + 1, *examples = slots + n * k, *next = examples + n * k;
+        row_lists(b[1].buf, n * k, k, n_rows, first, slots, examples, next);
+        pick_combine(itemsize)(first, examples, slots, b[2].buf, b[3].buf, b[4].buf, n_rows, width, start, stop);
+        pick_dots(itemsize)(b[0].buf, b[1].buf, b[3].buf, b[5].buf, n, k, width, start, stop);
+        Py_END_ALLOW_THREADS
     }
-    Py_END_ALLOW_THREADS
-    int failed = !first || !entries;
-    free(first);
-    free(entries);
-    if (failed) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    PyBuffer_Release(&table);
-    PyBuffer_Release(&rows);
-    PyBuffer_Release(&weights);
-    PyBuffer_Release(&grad_out);
-    PyBuffer_Release(&grad_table);
-    PyBuffer_Release(&grad_weights);
-    return result;
+    return finish(ok, lists, b, 6);
 }
 
 static PyMethodDef methods[] = {
