@@ -174,7 +174,7 @@ def test_ctrl_c_a_killed_worker_and_a_failing_point_lose_nothing(tmp_path: Path)
     wait_for_progress(run, 200, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
     assert RunStore(run).stop()["reason"] == "interrupted"
     interrupted_at = int(RunStore(run).metrics()["step"].iloc[-1])
     assert 200 <= interrupted_at < epochs
