@@ -150,6 +150,18 @@ def sweep_command(out: Path, epochs: int) -> list[str]:
             "--grid", "optim.lr=0.01,1e30", "--seeds", "0", "--workers", "1", "--json"]
 
 
+def start_sweep(out: Path, epochs: int) -> subprocess.Popen:
+    """``sweep_command`` as a child process that Ctrl-C reaches: a child inherits an *ignored*
+    SIGINT (as every command started in the background of a non-interactive shell has it, CI
+    scripts included), so the parent's own disposition is the default one while it starts."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(sweep_command(out, epochs), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def wait_for_progress(run: Path, step: int, process: subprocess.Popen, timeout: float = 90) -> int:
     """The PID holding ``run``'s lock once its metrics reach ``step``."""
     deadline = time.monotonic() + timeout
@@ -167,10 +179,8 @@ def test_ctrl_c_a_killed_worker_and_a_failing_point_lose_nothing(tmp_path: Path)
     is re-run by Ray and resumes from the last resume point, bit-identically; a point whose loss
     becomes non-finite is recorded as failed while the others go on."""
     out, epochs = tmp_path / "sweep", 1500
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = out / "optim.lr=0.01" / "seed-0"
-    process = subprocess.Popen(sweep_command(out, epochs), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+    process = start_sweep(out, epochs)
     wait_for_progress(run, 200, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -179,8 +189,7 @@ def test_ctrl_c_a_killed_worker_and_a_failing_point_lose_nothing(tmp_path: Path)
     interrupted_at = int(RunStore(run).metrics()["step"].iloc[-1])
     assert 200 <= interrupted_at < epochs
 
-    process = subprocess.Popen(sweep_command(out, epochs), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+    process = start_sweep(out, epochs)
     os.kill(wait_for_progress(run, interrupted_at + 300, process), signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=120)
     summary = json.loads(stdout.strip().splitlines()[-1])
