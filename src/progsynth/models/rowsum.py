@@ -5,9 +5,10 @@ The transformer's fast path spends its per-example work before the MLP in exactl
 every example's MLP input and direct logits are a sum of a few table rows (one per position and
 head) weighted by its attention pattern (``models.transformer``). ``embedding_bag`` computes the
 forward as fast, but its backward, a scatter of weighted gradient rows into the table, runs several
-times slower than the forward; this kernel (``_rowsum.c``) does both in one pass over a block of
-columns that stays in cache, and splits the columns into fixed parts that ``torch.get_num_threads()``
-threads share out, each writing its own columns, so results do not depend on the thread count.
+times slower than the forward. This kernel (``_rowsum.c``) gathers instead of scattering and takes
+the columns in blocks that stay in cache, in forward and backward alike; it cuts the columns into
+fixed parts that ``torch.get_num_threads()`` threads share out, each writing its own columns, so
+results do not depend on the thread count.
 
 The kernel sees raw memory, so it serves only where nothing wraps the tensors: plain autograd, or
 one ``torch.func.grad``/``vjp`` level (which hands ``autograd.Function`` unwrapped tensors), the
@@ -18,6 +19,7 @@ own way (the transformer with dense products). ``ROWSUM_BACKEND`` says whether t
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -79,8 +81,8 @@ def _run(call: Callable[[int, int, int], Any], parts: list[tuple[int, int]]) -> 
         for index, (start, stop) in enumerate(parts):
             call(index, start, stop)
         return
-    if _pool is None or _pool._max_workers < threads:
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rowsum")
+    if _pool is None:  # threads start on demand, up to one per core
+        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="rowsum")
     indexed = list(enumerate(parts))
 
     def work(t: int) -> None:  # thread t takes parts t, t + threads, ...
