@@ -420,9 +420,11 @@ class _Problem:
             self.grad_and_loss_full = vmap(grad_and_value(self._flat_loss), in_dims=(0, None))
 
     def unflatten(self, w: torch.Tensor) -> Any:
-        """The params pytree whose leaves are views into the flat vector ``w``."""
-        parts = torch.split(w, self.sizes)
-        return tree_unflatten([part.view(shape) for part, shape in zip(parts, self.shapes)], self.spec)
+        """The params pytree whose leaves are views into the flat vector ``w`` (d,), or, for stacked
+        vectors (C, d), leaves with that leading dimension."""
+        parts = torch.split(w, self.sizes, dim=-1)
+        lead = w.shape[:-1]
+        return tree_unflatten([part.view(*lead, *shape) for part, shape in zip(parts, self.shapes)], self.spec)
 
     def _flat_loss(self, w: torch.Tensor, batch: Any) -> torch.Tensor:
         return self.loss_fn(self.unflatten(w), batch)
@@ -430,11 +432,8 @@ class _Problem:
     def _chains_grad_and_loss(self, w: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(gradients (C, d), losses (C,)) for stacked flat parameters w (C, d), by the loss
         function's own ``chains_grad_and_value`` (``LossFn``)."""
-        chains = w.shape[0]
-        parts = torch.split(w, self.sizes, dim=1)
-        params = tree_unflatten([p.view(chains, *shape) for p, shape in zip(parts, self.shapes)], self.spec)
-        grads, losses = self.loss_fn.chains_grad_and_value(params, batch)
-        return torch.cat([g.reshape(chains, -1) for g in tree_flatten(grads)[0]], dim=1), losses
+        grads, losses = self.loss_fn.chains_grad_and_value(self.unflatten(w), batch)
+        return torch.cat([g.reshape(w.shape[0], -1) for g in tree_flatten(grads)[0]], dim=1), losses
 
     def full_loss(self, chunk: int) -> float:
         """L_n(w*): the row-weighted mean of ``loss_fn`` over chunks of ``chunk`` rows."""
