@@ -856,9 +856,18 @@ _BATCH = typer.Option(None, "--batch-size", help="Minibatch size (default 500, S
 _SEED = typer.Option(None, "--seed", help="Sampler seed (default 0).")
 
 
+def _plain(value: Any) -> Any:
+    """A measures-table cell as JSON: NaN (a field older rows lack) becomes None, numpy numbers plain."""
+    if isinstance(value, float) and value != value:
+        return None
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
+
+
 def _llc_text(row: dict[str, Any]) -> str:
     """One line per estimate: λ̂ ± se, ε, acceptance and any warnings."""
-    text = (f"step {row['step']:>7}: λ̂ = {row['llc']:.4g} ± {row['llc_stderr']:.2g}  "
+    what = "" if row.get("restrict") is None else f" [{row['restrict']}, {row['params_sampled']} weights]"
+    data = "" if row.get("data") in (None, "train") else f" [{row['data']} rows]"
+    text = (f"step {row['step']:>7}{what}{data}: λ̂ = {row['llc']:.4g} ± {row['llc_stderr']:.2g}  "
             f"(ε {row['epsilon']:.3g}, nβ {row['nbeta']:.4g}, acceptance {row['acceptance']:.2f})")
     return "\n".join([text] + [f"    warning: {w}" for w in row["warnings"]])
 
@@ -869,15 +878,21 @@ def llc(
     checkpoints: str = typer.Option("all", "--checkpoints", help="'all' or a comma list of checkpoint steps."),
     chains: int = _CHAINS, draws: int = _DRAWS, burnin: int = _BURNIN, epsilon: str = _EPSILON,
     localization: float = _GAMMA, batch_size: int = _BATCH, seed: int = _SEED,
+    restrict: str = typer.Option(None, "--restrict", help="Refined LLC: move only this component's weights "
+                                 "(the transformer's embedding, head0 ..., mlp, unembedding), or parameter-name "
+                                 "patterns (comma-separated globs); 'all-components' runs each component."),
+    data: str = typer.Option("train", "--data", help="The loss's rows: train (default), test (held-out pairs) or all."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Estimate the local learning coefficient λ̂ at a run's checkpoints by SGLD.
 
     Samples around each chosen checkpoint on the run's training set (nβ = n / log n) and appends
     one row per checkpoint to RUN/measures.jsonl, which `progsynth report` plots. Checkpoints
-    already estimated with the same settings are skipped.
+    already estimated with the same settings are skipped. With --restrict, only the named weights
+    move (the refined LLC of Wang et al. 2024); with --data, the loss is taken on other rows.
 
     Example: progsynth llc runs/quick-seed0 --checkpoints 0,500,2000 --draws 500
+    Example: progsynth llc runs/quick-seed0 --restrict all-components
     """
     from rich.markup import escape
 
@@ -888,14 +903,17 @@ def llc(
         config = _sgld_config(chains, draws, burnin, epsilon, localization, batch_size, seed)
         steps = parse_steps(checkpoints, RunStore.open(run).checkpoint_steps())
         with _checkpoint_bar("llc", as_json) as update:
-            result = estimate_run_llc(run, steps, config, progress=update)
+            result = estimate_run_llc(run, steps, config, progress=update, restrict=restrict, data=data)
     except ProgsynthError as error:
         fail(error)
-    columns = ["step", "llc", "llc_stderr", "llc_std", "epsilon", "nbeta", "localization", "init_loss",
-               "acceptance", "diverged_chains", "warnings"]
-    rows = [{k: row[k] for k in columns} for row in result.table.to_dict("records")]
+    columns = ["step", "restrict", "data", "params_sampled", "llc", "llc_stderr", "llc_std", "epsilon", "nbeta",
+               "localization", "init_loss", "acceptance", "diverged_chains", "warnings"]
+    rows = [{k: _plain(row.get(k)) for k in columns} for row in result.table.to_dict("records")]
+    for row in rows:
+        row["params_sampled"] = None if row["params_sampled"] is None else int(row["params_sampled"])
     summary = {"run": str(run), "file": str(Path(run) / MEASURES), "computed": list(result.computed),
-               "skipped": list(result.skipped), "settings": settings_of(config), "estimates": rows}
+               "skipped": list(result.skipped), "settings": settings_of(config), "restrict": restrict, "data": data,
+               "estimates": rows}
     text = "\n".join([_llc_text(row) for row in rows] + [
         f"{len(result.computed)} estimated, {len(result.skipped)} already there; written to {summary['file']}"])
     emit(summary, as_json, escape(text))

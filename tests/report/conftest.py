@@ -34,7 +34,7 @@ from progsynth.report.html import Report, write_report
 
 @pytest.fixture(scope="session")
 def measured_run(tmp_path_factory: pytest.TempPathFactory, grokked_run: Path) -> Path:
-    """The grokked run with its interp progress measures, a few LLC rows, the NTK at three
+    """The grokked run with its interp progress measures, a few LLC rows (whole and by component), the NTK at three
     checkpoints, a path and a contrast in measures.jsonl."""
     out = tmp_path_factory.mktemp("runs") / "measured"
     shutil.copytree(grokked_run, out)
@@ -42,6 +42,9 @@ def measured_run(tmp_path_factory: pytest.TempPathFactory, grokked_run: Path) ->
     with open(out / "measures.jsonl", "a") as handle:
         for step, llc in ((0, 5.0), (20, 9.0), (150, 6.5)):
             handle.write(json.dumps({"step": step, "analysis": "llc", "llc": llc, "llc_stderr": 0.4}) + "\n")
+            for component, share in (("input", 0.7), ("output", 0.2)):
+                handle.write(json.dumps({"step": step, "analysis": "llc", "restrict": component, "data": "train",
+                                         "llc": share * llc, "llc_stderr": 0.1}) + "\n")
     measure_run_ntk(out, [0, 43, 150], NTKConfig(inputs=200, top=6, probes=4))
     record_path(straight_path(parse_checkpoint(f"{out}@43"), parse_checkpoint(f"{out}@last"), points=11))
     contrast_checkpoints(out)

@@ -101,6 +101,7 @@ def test_summary_of_a_run_without_measures(grokked_run: Path):
     missing = {m.what: m.command for m in s.missing}
     assert missing == {"progress measures": f"progsynth analyze {grokked_run}",
                        "local learning coefficient": f"progsynth llc {grokked_run}",
+                       "refined λ̂ by component": f"progsynth llc {grokked_run} --restrict all-components",
                        "NTK spectrum over training": f"progsynth ntk {grokked_run}",
                        "paths between checkpoints": f"progsynth path {grokked_run}@43 {grokked_run}@150",
                        "contrast of two checkpoints": f"progsynth contrast {grokked_run} --a 43 --b 150"}

@@ -82,7 +82,8 @@ def test_a_run_that_has_not_generalised_says_so(grokked_run: Path, tmp_path: Pat
 
 def test_measures_and_llc_appear_when_present(measured_report: Report):
     report = measured_report
-    assert report.figures == ["training", "measures", "spectrum", "neurons", "llc", "ntk", "path-1", "contrast-1"]
+    assert report.figures == ["training", "measures", "spectrum", "neurons", "llc", "refined-llc", "ntk", "path-1",
+                              "contrast-1"]
     assert report.summary.missing == []
     page = report.path.read_text()
     assert_self_contained(page)
@@ -105,7 +106,7 @@ def test_cli_report_png_and_json(grokked_run: Path, tmp_path: Path):
     assert out["phases"]["generalised"] is not None and out["phases"]["circuit_formation"]["end"] > 0
     assert out["summary"]["program_accuracy"] == 1.0
     assert [m["what"] for m in out["missing"]] == ["progress measures", "local learning coefficient",
-                                                   "NTK spectrum over training", "paths between checkpoints",
+                                                   "refined λ̂ by component", "NTK spectrum over training", "paths between checkpoints",
                                                    "contrast of two checkpoints"]
     assert out["summary"]["network_is"].startswith("The network is this program")
 

@@ -91,6 +91,16 @@ class GromovMLP(nn.Module):
         """
         return {"W_in": (None, "hidden"), "W_out": ("hidden", None)}
 
+    def components(self) -> dict[str, dict[str, Optional[int]]]:
+        """Named components for the refined LLC (``slt.restrict``): ``input`` (W_in) and ``output``
+        (W_out), each a whole tensor (None)."""
+        return {"input": {"W_in": None}, "output": {"W_out": None}}
+
+    def preactivations(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The hidden layer's pre-activations x W_in, (N, width), as a one-tuple (the activation
+        squares them). What analyses (``slt.compress``) read instead of recomputing the forward pass."""
+        return (x @ self.W_in,)
+
 
 @dataclass(frozen=True)
 class EmbeddingMLPConfig:
@@ -160,6 +170,15 @@ class EmbeddingMLP(nn.Module):
             x = act(torch.addmm(getattr(self, f"b_{i}"), x, getattr(self, f"W_{i}")))
         return x @ self.W_U
 
+    def components(self) -> dict[str, dict[str, Optional[int]]]:
+        """Named components for the refined LLC (``slt.restrict``): ``embedding`` (W_E), ``layer{i}``
+        (W_i and b_i) for each hidden layer, ``unembedding`` (W_U); whole tensors (None)."""
+        parts: dict[str, dict[str, Optional[int]]] = {"embedding": {"W_E": None}}
+        for i in range(len(self.config.hidden)):
+            parts[f"layer{i}"] = {f"W_{i}": None, f"b_{i}": None}
+        parts["unembedding"] = {"W_U": None}
+        return parts
+
     def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
         """The permutation group acting on each axis of each parameter (None: unpermuted).
 
@@ -179,3 +198,15 @@ class EmbeddingMLP(nn.Module):
             groups[f"b_{i}"] = (f"hidden_{i}",)
         groups["W_U"] = (f"hidden_{n_hidden - 1}" if n_hidden else None, None)
         return groups
+
+    def preactivations(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each hidden layer's pre-activations x_i W_i + b_i, (N, hidden[i]), input side first, as
+        ``forward`` computes them. What analyses (``slt.compress``) read instead of recomputing it."""
+        c = self.config
+        operands = tokens[:, : c.n_operands].reshape(-1)
+        x = self.W_E.index_select(0, operands).view(tokens.shape[0], c.n_operands * c.d_embed)
+        act, pres = ACTIVATIONS[c.activation], []
+        for i in range(len(c.hidden)):
+            pres.append(torch.addmm(getattr(self, f"b_{i}"), x, getattr(self, f"W_{i}")))
+            x = act(pres[-1])
+        return tuple(pres)

@@ -265,6 +265,18 @@ class Transformer(nn.Module):
         pre, direct = sums
         return torch.addmm(direct, torch.relu(pre), self.W_out @ self.W_U)
 
+    def components(self) -> dict[str, dict[str, Optional[int]]]:
+        """The model's named components for the refined LLC (``slt.restrict``): component → {parameter
+        name: index along the parameter's axis 0, or None for the whole tensor}. ``embedding`` (W_E,
+        W_pos), ``head0`` … (each head's slice of W_Q, W_K, W_V, W_O), ``mlp`` (W_in, W_out and the
+        biases) and ``unembedding`` (W_U), as Wang et al. (2024) split a transformer."""
+        parts: dict[str, dict[str, Optional[int]]] = {"embedding": {"W_E": None, "W_pos": None}}
+        for h in range(self.config.n_heads):
+            parts[f"head{h}"] = {name: h for name in ("W_Q", "W_K", "W_V", "W_O")}
+        parts["mlp"] = {name: None for name in ("W_in", "b_in", "W_out", "b_out") if getattr(self, name) is not None}
+        parts["unembedding"] = {"W_U": None}
+        return parts
+
     def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
         """The permutation group acting on each axis of each parameter (None: unpermuted).
 
@@ -297,6 +309,21 @@ class Transformer(nn.Module):
             groups["b_in"] = ("mlp",)
             groups["b_out"] = ("resid",)
         return groups
+
+    def preactivations(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The MLP's pre-activations at ``=`` (the residual stream there times W_in, plus b_in),
+        (N, d_mlp), as a one-tuple (one hidden layer). Computed as ``StraightforwardTransformer``
+        does, for the last position only; what analyses (``slt.compress``) read instead of
+        recomputing the forward pass."""
+        self._check_tokens(tokens)
+        x = self.W_E[tokens] + self.W_pos  # (N, 3, d_model)
+        q = torch.einsum("nd,hde->nhe", x[:, -1], self.W_Q)
+        k = torch.einsum("npd,hde->nhpe", x, self.W_K)
+        v = torch.einsum("npd,hde->nhpe", x, self.W_V)
+        attn = torch.softmax(torch.einsum("nhe,nhpe->nhp", q, k) / math.sqrt(self.config.d_head), dim=-1)
+        resid = x[:, -1] + torch.einsum("nhp,nhpe,hed->nd", attn, v, self.W_O)
+        pre = resid @ self.W_in
+        return (pre + self.b_in if self.b_in is not None else pre,)
 
 
 class StraightforwardTransformer(Transformer):

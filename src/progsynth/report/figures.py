@@ -225,6 +225,25 @@ def llc_curve(llc: pd.DataFrame, phases: Phases) -> ReportFigure:
                         "at (error bars: standard error over chains).", fig)
 
 
+@matplotlib.rc_context(RC)
+def refined_llc_curves(rows: pd.DataFrame, phases: Phases) -> ReportFigure:
+    """Each component's refined λ̂ over checkpoints (``slt.run_llc.refined_rows``: one line per
+    restriction and data set, standard errors as bars), the phases shaded."""
+    fig, (ax,) = _figure(9, 3.4)
+    steps = rows["step"].to_numpy(dtype=float)
+    for (restrict, data), part in rows.groupby(["restrict", "data"], sort=True):
+        label = restrict if data == "train" else f"{restrict} ({data})"
+        ax.errorbar(part["step"].to_numpy(dtype=float), part["llc"].to_numpy(dtype=float),
+                    yerr=part["llc_stderr"].to_numpy(dtype=float), marker="o", ms=3, lw=1.2, capsize=2, label=label)
+    ax.set_ylabel("refined λ̂")
+    ax.legend(fontsize=7, ncol=4, loc="best")
+    _step_axis(ax, steps)
+    _shade_phases(ax, phases)
+    return ReportFigure("refined-llc", "Refined local learning coefficient by component",
+                        "λ̂ with SGLD moving only one component's weights, the rest frozen at the checkpoint "
+                        "(Wang et al. 2024; progsynth llc --restrict). Error bars: standard error over chains.", fig)
+
+
 _SVG_PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.S)
 _SVG_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 _SVG_NAMESPACES = re.compile(r'\s+xmlns(?::xlink)?="[^"]*"')

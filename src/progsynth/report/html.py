@@ -30,7 +30,7 @@ import progsynth
 from progsynth.interp.extract import load_params
 from progsynth.interp.frequencies import embedding_norms
 from progsynth.interp.relabel import GroupGrid
-from progsynth.report.figures import (PHASE_COLOURS, ReportFigure, fourier_spectrum, llc_curve,
+from progsynth.report.figures import (PHASE_COLOURS, ReportFigure, fourier_spectrum, llc_curve, refined_llc_curves,
                                       neuron_frequencies, progress_measures, save_png, to_svg,
                                       training_curves)
 from progsynth.report.geometry_figures import contrast_figure, ntk_spectrum, path_figure
@@ -97,6 +97,8 @@ def report_figures(s: RunSummary, progress: ProgressFn | None = None) -> list[Re
                                           e.clusters.threshold, e.key_frequencies, e.grid.n // 2))
     if not s.llc.empty:
         figures.append(llc_curve(s.llc, s.phases))
+    if not s.refined_llc.empty:
+        figures.append(refined_llc_curves(s.refined_llc, s.phases))
     if not s.ntk.empty:
         figures.append(ntk_spectrum(s.ntk, s.phases))
     figures += [path_figure(row, i) for i, row in enumerate(s.paths, 1)]

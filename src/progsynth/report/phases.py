@@ -54,6 +54,7 @@ from progsynth.interp.extract import PARTIAL, Extraction, extract_checkpoint
 from progsynth.interp.measures import load_measures
 from progsynth.runs.config import RunConfig
 from progsynth.runs.store import RunStore
+from progsynth.slt.run_llc import estimates_of, refined_rows
 
 METRIC_COLUMNS = ("step", "train_accuracy", "test_accuracy", "test_loss", "weight_norm")
 """The metrics.jsonl columns the phase rules read."""
@@ -206,6 +207,9 @@ class RunSummary:
     contrasts: list[dict[str, Any]] = field(repr=False)
     """The contrast rows (``geometry.contrast.load_contrasts``)."""
     missing: list[Missing]
+    refined_llc: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    """The refined (restricted) λ̂ rows (``slt.run_llc.refined_rows``): one per component, data and
+    checkpoint (empty when none were estimated)."""
 
     @property
     def final(self) -> dict[str, float]:
@@ -232,6 +236,9 @@ class RunSummary:
             "description_bits": e.description_bits if e else None,
             "lookup_table_bits": e.lookup_table_bits if e else None,
             "verdict": e.verdict if e else None,
+            "refined_llc": {f"{restrict} ({data})": {int(r.step): float(r.llc) for r in rows.itertuples()}
+                            for (restrict, data), rows in self.refined_llc.groupby(["restrict", "data"])}
+            if not self.refined_llc.empty else {},
             "ntk_steps": [int(s) for s in self.ntk["step"]] if not self.ntk.empty else [],
             "paths": [{"a": r["a"], "b": r["b"], "aligned": r["aligned"], "parameter_switch": r["parameter"]["switch"],
                        "function_switch": r["function"]["switch"]} for r in self.paths],
@@ -311,6 +318,10 @@ def summary(run: str | Path) -> RunSummary:
     quoted = shlex.quote(str(store.path))
     if llc.empty:
         missing.append(Missing("local learning coefficient", "λ̂ has not been estimated", f"progsynth llc {quoted}"))
+    refined = refined_rows(store.measures())
+    if refined.empty:
+        missing.append(Missing("refined λ̂ by component", "no component's λ̂ has been estimated",
+                               f"progsynth llc {quoted} --restrict all-components"))
     ntk = load_ntk(store.path)
     if ntk.empty:
         missing.append(Missing("NTK spectrum over training", "the neural tangent kernel has not been measured",
@@ -329,7 +340,8 @@ def summary(run: str | Path) -> RunSummary:
         if not contrasts:
             missing.append(Missing("contrast of two checkpoints", "no two checkpoints have been contrasted",
                                    f"progsynth contrast {quoted} --a {first} --b {last}"))
-    return RunSummary(store.path, config, metrics, phases, extraction, measures, llc, ntk, paths, contrasts, missing)
+    return RunSummary(store.path, config, metrics, phases, extraction, measures, llc, ntk, paths, contrasts, missing,
+                      refined)
 
 
 def network_relation(e: Extraction) -> str:
@@ -354,9 +366,10 @@ def network_relation(e: Extraction) -> str:
 
 
 def _llc_rows(measures: pd.DataFrame) -> pd.DataFrame:
-    """The measures rows that carry an ``llc`` value, the newest per step, ascending."""
+    """The whole-network, training-set llc rows of the measures (``slt.run_llc``), the newest per
+    step, ascending."""
     if measures.empty or "llc" not in measures.columns:
         return pd.DataFrame()
     columns = [c for c in ("step", "llc", "llc_stderr") if c in measures.columns]
-    rows = measures.loc[measures["llc"].notna(), columns]
+    rows = measures.loc[measures["llc"].notna() & estimates_of(measures, None, "train"), columns]
     return rows.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
