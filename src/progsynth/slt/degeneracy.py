@@ -53,6 +53,7 @@ __all__ = [
     "prune_dead_units",
     "FunctionalDimension",
     "functional_dimension",
+    "jacobian_rank",
     "HessianSpectrum",
     "hessian_spectrum",
 ]
@@ -276,9 +277,28 @@ def functional_dimension(
     flat = _FlatModule(module, x, y, loss, dtype)
 
     def compute() -> FunctionalDimension:
-        jac = jacrev(lambda w: flat.outputs(w).reshape(-1))(flat.w0)
         gradient = grad(flat.loss_at)(flat.w0)
-        return _null_space_report(jac, gradient)
+        return _null_space_report(_jacobian(flat), gradient)
+
+    return _in_eval(module, compute)
+
+
+def _jacobian(flat: _FlatModule) -> torch.Tensor:
+    """J, (rows × outputs) × d: the outputs on the data differentiated by the flat parameters."""
+    return jacrev(lambda w: flat.outputs(w).reshape(-1))(flat.w0)
+
+
+def jacobian_rank(module: nn.Module, x: torch.Tensor, loss: str = "cross_entropy",
+                  dtype: torch.dtype | None = torch.float64) -> int:
+    """The functional dimension alone: the rank of J on ``x`` by its singular values (the same
+    tolerance as ``functional_dimension``), without the d × d basis that the null space needs, so it
+    also serves models with hundreds of thousands of parameters when ``x`` is a few rows."""
+    flat = _FlatModule(module, x, None, loss, dtype)
+
+    def compute() -> int:
+        jac = _jacobian(flat)
+        s = torch.linalg.svdvals(jac)
+        return int((s > _zero_tolerance(float(s[0]) if s.numel() else 0.0, max(jac.shape), jac.dtype)).sum())
 
     return _in_eval(module, compute)
 
@@ -353,3 +373,8 @@ def hessian_spectrum(
         return HessianSpectrum(values.copy(), method, d, _zero_tolerance(largest, d, flat.w0.dtype))
 
     return _in_eval(module, compute)
+
+
+from progsynth.slt.compress import compress  # noqa: E402  (re-export: slt.degeneracy.compress)
+
+__all__ += ["compress"]
