@@ -464,13 +464,19 @@ def _analysis_text(report: dict[str, Any], measures: dict[str, Any]) -> str:
 def analyze(
     run: str = typer.Argument(..., help="Run directory."),
     checkpoint: int = typer.Option(None, "--checkpoint", help="Step to read the program from (default: the final checkpoint)."),
+    tolerance: float = typer.Option(1e-6, "--tolerance", help="compress's relative tolerance for the effective "
+                                    "size (see progsynth.slt.compress)."),
+    functional_inputs: int = typer.Option(4, "--functional-inputs", help="Inputs of the fixed subset the "
+                                          "functional dimension (Jacobian rank) is taken on; 0 skips it."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
-    """Read the program a run's network implements, and write its progress measures.
+    """Read the program a run's network implements, and write its progress and degeneracy measures.
 
     Prints the extracted Fourier program with its accuracy, agreement with the network, description
     length and ablations, and writes restricted/excluded loss, Gini coefficients and weight norm for
-    every checkpoint into RUN/measures.jsonl (only those not measured yet).
+    every checkpoint into RUN/measures.jsonl (only those not measured yet), and at every checkpoint
+    the effective size (parameters of the smallest equivalent network, slt.compress), the units
+    each degeneracy removed and the functional dimension.
 
     Example: progsynth analyze runs/gromov-seed0 --checkpoint 200
     """
@@ -481,11 +487,16 @@ def analyze(
     from progsynth.interp.extract import extract_checkpoint
     from progsynth.interp.measures import measure_run
     from progsynth.runs.store import MEASURES
+    from progsynth.slt.run_degeneracy import DegeneracySettings, measure_run_degeneracy
 
     try:
+        settings = DegeneracySettings(tolerance, functional_inputs)
+        settings.validate()
         chosen = extract_checkpoint(run, checkpoint) if checkpoint is not None else None
         with _checkpoint_bar("measure", as_json) as update:
             measured = measure_run(run, progress=update)
+        with _checkpoint_bar("degeneracy", as_json) as update:
+            degeneracy = measure_run_degeneracy(run, settings=settings, progress=update)
     except ProgsynthError as error:
         fail(error)
     extraction = chosen or measured.final
@@ -497,8 +508,40 @@ def analyze(
                              for k in ("restricted_loss", "excluded_loss", "test_loss", "gini_embedding",
                                        "gini_neuron_logit", "weight_norm")}}
                 if final_row else None}
+    last = degeneracy.table.iloc[-1].to_dict() if not degeneracy.table.empty else None
+    degenerate = {"computed": len(degeneracy.computed), "skipped": len(degeneracy.skipped),
+                  "final": _degeneracy_final(last) if last else None}
     report = extraction.to_dict()
-    emit({**report, "measures": measures}, as_json, escape(_analysis_text(report, measures)))
+    text = _analysis_text(report, measures) + "\n" + _degeneracy_text(degenerate)
+    emit({**report, "measures": measures, "degeneracy": degenerate}, as_json, escape(text))
+
+
+DEGENERACY_COLUMNS = ("step", "params", "effective_params", "widths_before", "widths_after", "max_output_diff",
+                      "units_dead", "units_zero_out", "units_constant", "units_duplicate", "units_linear_pairs",
+                      "units_negligible", "functional_dimension", "functional_rows")
+"""The fields of the final checkpoint's degeneracy row that ``progsynth analyze`` reports."""
+
+
+def _degeneracy_final(row: dict[str, Any]) -> dict[str, Any]:
+    """The final degeneracy row's reported fields as JSON: counts as ints (a measures table holds
+    them as floats beside rows that lack them), None where a field was not measured."""
+    final = {k: _plain(row.get(k)) for k in DEGENERACY_COLUMNS}
+    return {k: int(v) if isinstance(v, float) and k not in ("max_output_diff",) else v for k, v in final.items()}
+
+
+def _degeneracy_text(d: dict[str, Any]) -> str:
+    """The degeneracy part of the analysis: counts and the final checkpoint's effective size."""
+    lines = [f"degeneracy: {d['computed']} checkpoints measured, {d['skipped']} already there"]
+    f = d["final"]
+    if f:
+        kinds = ", ".join(f"{k.removeprefix('units_').replace('_', '-')} {f[k]}" for k in DEGENERACY_COLUMNS
+                          if k.startswith("units_") and f[k])
+        lines.append(f"  step {f['step']}: effective size {f['effective_params']:,} of {f['params']:,} parameters "
+                     f"(hidden units {f['widths_before']} → {f['widths_after']}; {kinds or 'no reductions'}; "
+                     f"outputs within {f['max_output_diff']:.2g})")
+        if f.get("functional_dimension") is not None:
+            lines.append(f"  functional dimension {f['functional_dimension']} of {f['functional_rows']} Jacobian rows")
+    return "\n".join(lines)
 
 
 # ---- program search ----------------------------------------------------------------------------
@@ -804,7 +847,7 @@ def demo(
         return lambda done, total, *_: stages.update(tasks[name], completed=done, total=total)
 
     progress = None if as_json else DemoProgress(stage, train_update, updater("measure"), updater("llc"),
-                                                 updater("report"))
+                                                 updater("report"), degeneracy=updater("measure"))
     try:
         result = run_demo(out, llc=llc, progress=progress)
     except ProgsynthError as error:

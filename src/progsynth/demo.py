@@ -5,6 +5,7 @@ One call takes a run directory from nothing to ``report.html``:
 1. train the ``quick`` preset into it (or resume it if an earlier demo was interrupted; a finished
    run is not retrained);
 2. ``interp``: progress measures at every checkpoint and the program extracted from the last one;
+   ``slt``: effective size, degeneracies and functional dimension at 24 log-spaced checkpoints;
 3. ``slt``: the local learning coefficient at eight log-spaced checkpoints (``DEMO_LLC``);
 4. ``report``: the self-contained HTML page, whose one-screen summary the CLI prints.
 
@@ -28,6 +29,7 @@ from progsynth.runs.store import CONFIG, RunStore
 from progsynth.runs.train import ProgressFn as TrainProgress
 from progsynth.runs.train import TrainResult, resume, train
 from progsynth.slt.llc import SGLDConfig
+from progsynth.slt.run_degeneracy import measure_run_degeneracy
 from progsynth.slt.run_llc import estimate_run_llc
 
 DEMO_LLC = SGLDConfig(epsilon=2e-5, num_chains=4, num_burnin=100, num_draws=200, batch_size=256)
@@ -36,6 +38,9 @@ and one fixed ε for every checkpoint so that the curve compares like with like.
 ``epsilon="auto"`` picks on the quick preset's checkpoints (2.1e-5 at the end of memorisation)."""
 DEMO_LLC_CHECKPOINTS = 8
 """How many log-spaced checkpoints the demo estimates λ̂ at."""
+DEMO_DEGENERACY_CHECKPOINTS = 24
+"""How many log-spaced checkpoints the demo takes the degeneracy measures at (``progsynth analyze``
+takes them at every checkpoint; the Jacobian rank costs about a second each on the quick preset)."""
 
 
 def log_spaced(steps: list[int], count: int) -> list[int]:
@@ -58,6 +63,7 @@ class DemoProgress:
     measure: Callable[[int, int, int], None] | None = None
     llc: Callable[[int, int], None] | None = None
     report: Callable[[int, int], None] | None = None
+    degeneracy: Callable[[int, int, int], None] | None = None
 
 
 @dataclass
@@ -102,6 +108,8 @@ def run_demo(out: str | Path, config: RunConfig | None = None, llc: bool = True,
 
     started = stage("measure")
     measure_run(out, progress=progress.measure)
+    steps = log_spaced(RunStore.open(out).checkpoint_steps(), DEMO_DEGENERACY_CHECKPOINTS)
+    measure_run_degeneracy(out, steps, progress=progress.degeneracy)
     seconds["measure"] = time.monotonic() - started
 
     if llc:

@@ -30,15 +30,17 @@ from progsynth.geometry.paths import record_path, straight_path
 from progsynth.geometry.run_ntk import measure_run_ntk
 from progsynth.interp.measures import measure_run
 from progsynth.report.html import Report, write_report
+from progsynth.slt.run_degeneracy import measure_run_degeneracy
 
 
 @pytest.fixture(scope="session")
 def measured_run(tmp_path_factory: pytest.TempPathFactory, grokked_run: Path) -> Path:
-    """The grokked run with its interp progress measures, a few LLC rows (whole and by component), the NTK at three
-    checkpoints, a path and a contrast in measures.jsonl."""
+    """The grokked run with its interp progress and degeneracy measures, a few LLC rows (whole and by
+    component), the NTK at three checkpoints, a path and a contrast in measures.jsonl."""
     out = tmp_path_factory.mktemp("runs") / "measured"
     shutil.copytree(grokked_run, out)
     measure_run(out)
+    measure_run_degeneracy(out)
     with open(out / "measures.jsonl", "a") as handle:
         for step, llc in ((0, 5.0), (20, 9.0), (150, 6.5)):
             handle.write(json.dumps({"step": step, "analysis": "llc", "llc": llc, "llc_stderr": 0.4}) + "\n")

@@ -82,8 +82,8 @@ def test_a_run_that_has_not_generalised_says_so(grokked_run: Path, tmp_path: Pat
 
 def test_measures_and_llc_appear_when_present(measured_report: Report):
     report = measured_report
-    assert report.figures == ["training", "measures", "spectrum", "neurons", "llc", "refined-llc", "ntk", "path-1",
-                              "contrast-1"]
+    assert report.figures == ["training", "measures", "spectrum", "neurons", "degeneracy", "llc", "refined-llc", "ntk",
+                              "path-1", "contrast-1"]
     assert report.summary.missing == []
     page = report.path.read_text()
     assert_self_contained(page)

@@ -24,6 +24,7 @@ from progsynth.interp.measures import measure_run
 from progsynth.runs.store import MEASURES, METRICS, RunStore, read_rows
 from progsynth.runs.train import train
 from progsynth.slt.llc import SGLDConfig
+from progsynth.slt.run_degeneracy import measure_run_degeneracy
 from progsynth.slt.run_llc import estimate_run_llc
 from tests.runs.test_train import TINY
 
@@ -120,10 +121,12 @@ def test_analyze_killed_then_run_again_measures_every_step_once(tmp_path: Path, 
     for copy in (whole, run):
         shutil.copytree(reference, copy)
     single_threaded(measure_run, whole)
-    for _ in range(2):
-        kill_when(start("analyze", str(run)), run / MEASURES, rng.randint(1, 30))
+    single_threaded(measure_run_degeneracy, whole)
+    for _ in range(2):  # the second kill may land in the degeneracy measures (written after the interp ones)
+        kill_when(start("analyze", str(run)), run / MEASURES, rng.randint(1, 70))
     finish("analyze", str(run), "--json")
-    assert rows_by_step(run / MEASURES) == rows_by_step(whole / MEASURES)
+    for analysis in ("interp", "degeneracy"):
+        assert rows_by_step(run / MEASURES, analysis) == rows_by_step(whole / MEASURES, analysis)
 
 
 def test_llc_killed_then_run_again_gives_the_same_estimates(tmp_path: Path, reference: Path) -> None:
@@ -159,4 +162,5 @@ def test_two_analyses_at_once_never_measure_a_step_twice(tmp_path: Path, referen
     for process in both:
         output = process.communicate(timeout=120)[0]
         assert process.returncode == 0 or (process.returncode == 1 and "is being written by process" in output), output
-    assert sorted(rows_by_step(run / MEASURES)) == RunStore.open(run).checkpoint_steps()
+    for analysis in ("interp", "degeneracy"):
+        assert sorted(rows_by_step(run / MEASURES, analysis)) == RunStore.open(run).checkpoint_steps()

@@ -226,6 +226,44 @@ def llc_curve(llc: pd.DataFrame, phases: Phases) -> ReportFigure:
 
 
 @matplotlib.rc_context(RC)
+def degeneracy_curves(rows: pd.DataFrame, metrics: pd.DataFrame, phases: Phases) -> ReportFigure:
+    """Effective size over training beside the weight norm, the units each degeneracy removed, and
+    the functional dimension (``slt.run_degeneracy`` rows; the weight norm from the metrics)."""
+    fig, (size_ax, kinds_ax, rank_ax) = _figure(10, 3.2, ncols=3)
+    steps = rows["step"].to_numpy(dtype=float)
+    size_ax.plot(steps, rows["effective_params"], marker=".", ms=3, lw=1.4, color="#1f77b4", label="effective")
+    size_ax.plot(steps, rows["params"], lw=1.0, ls="--", color="#1f77b4", alpha=0.6, label="all")
+    size_ax.set_title("parameters (effective and all)")
+    size_ax.legend(frameon=False, fontsize=8, loc="lower left")
+    if "weight_norm" in metrics.columns:
+        norm_ax = size_ax.twinx()
+        norm_ax.plot(metrics["step"].to_numpy(dtype=float), metrics["weight_norm"], lw=1.0, color="#d62728")
+        norm_ax.set_ylabel("weight norm (Σ w²)", color="#d62728")
+    kinds = [c for c in rows.columns if c.startswith("units_")]
+    for column in kinds:
+        if rows[column].fillna(0).any():
+            kinds_ax.plot(steps, rows[column], marker=".", ms=3, lw=1.2, label=column.removeprefix("units_"))
+    kinds_ax.set_title("hidden units removed, by degeneracy")
+    if kinds_ax.get_legend_handles_labels()[0]:
+        kinds_ax.legend(frameon=False, fontsize=8)
+    if "functional_dimension" in rows.columns:
+        rank_ax.plot(steps, rows["functional_dimension"], marker=".", ms=3, lw=1.2, label="rank of J")
+        rank_ax.plot(steps, rows["functional_rows"], lw=1.0, ls="--", color="grey", label="rows of J")
+        rank_ax.legend(frameon=False, fontsize=8)
+    rank_ax.set_title("functional dimension (input subset)")
+    for ax in (size_ax, kinds_ax, rank_ax):
+        _step_axis(ax, steps)
+        _shade_phases(ax, phases)
+    _phase_legend(fig, phases)
+    return ReportFigure("degeneracy", "Effective size and degeneracies",
+                        "Left: parameters of the smallest network of the same family computing the same outputs "
+                        "on every input (slt.compress), against all parameters, with the weight norm (red, right "
+                        "axis). Middle: hidden units removed by each kind of degeneracy. Right: rank of the "
+                        "Jacobian of the outputs on a fixed input subset (at most its rows). "
+                        "Shading: the detected phases.", fig)
+
+
+@matplotlib.rc_context(RC)
 def refined_llc_curves(rows: pd.DataFrame, phases: Phases) -> ReportFigure:
     """Each component's refined λ̂ over checkpoints (``slt.run_llc.refined_rows``: one line per
     restriction and data set, standard errors as bars), the phases shaded."""

@@ -30,7 +30,8 @@ import progsynth
 from progsynth.interp.extract import load_params
 from progsynth.interp.frequencies import embedding_norms
 from progsynth.interp.relabel import GroupGrid
-from progsynth.report.figures import (PHASE_COLOURS, ReportFigure, fourier_spectrum, llc_curve, refined_llc_curves,
+from progsynth.report.figures import (PHASE_COLOURS, ReportFigure, degeneracy_curves, fourier_spectrum, llc_curve,
+                                      refined_llc_curves,
                                       neuron_frequencies, progress_measures, save_png, to_svg,
                                       training_curves)
 from progsynth.report.geometry_figures import contrast_figure, ntk_spectrum, path_figure
@@ -95,6 +96,8 @@ def report_figures(s: RunSummary, progress: ProgressFn | None = None) -> list[Re
         figures.append(fourier_spectrum(steps, norms, e.key_frequencies, s.phases))
         figures.append(neuron_frequencies(e.clusters.frequency.numpy(), e.clusters.fraction.numpy(),
                                           e.clusters.threshold, e.key_frequencies, e.grid.n // 2))
+    if not s.degeneracy.empty:
+        figures.append(degeneracy_curves(s.degeneracy, s.metrics, s.phases))
     if not s.llc.empty:
         figures.append(llc_curve(s.llc, s.phases))
     if not s.refined_llc.empty:

@@ -54,6 +54,7 @@ from progsynth.interp.extract import PARTIAL, Extraction, extract_checkpoint
 from progsynth.interp.measures import load_measures
 from progsynth.runs.config import RunConfig
 from progsynth.runs.store import RunStore
+from progsynth.slt.run_degeneracy import load_degeneracy
 from progsynth.slt.run_llc import estimates_of, refined_rows
 
 METRIC_COLUMNS = ("step", "train_accuracy", "test_accuracy", "test_loss", "weight_norm")
@@ -207,6 +208,9 @@ class RunSummary:
     contrasts: list[dict[str, Any]] = field(repr=False)
     """The contrast rows (``geometry.contrast.load_contrasts``)."""
     missing: list[Missing]
+    degeneracy: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    """The degeneracy rows (``slt.run_degeneracy.load_degeneracy``): effective size, units removed by
+    kind, functional dimension, one per checkpoint (empty when not measured)."""
     refined_llc: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     """The refined (restricted) λ̂ rows (``slt.run_llc.refined_rows``): one per component, data and
     checkpoint (empty when none were estimated)."""
@@ -236,6 +240,8 @@ class RunSummary:
             "description_bits": e.description_bits if e else None,
             "lookup_table_bits": e.lookup_table_bits if e else None,
             "verdict": e.verdict if e else None,
+            "effective_params": {int(r.step): int(r.effective_params) for r in self.degeneracy.itertuples()}
+            if not self.degeneracy.empty else {},
             "refined_llc": {f"{restrict} ({data})": {int(r.step): float(r.llc) for r in rows.itertuples()}
                             for (restrict, data), rows in self.refined_llc.groupby(["restrict", "data"])}
             if not self.refined_llc.empty else {},
@@ -269,6 +275,13 @@ class RunSummary:
             lines += ["  " + line for line in e.program.text().splitlines()]
             lines.append(network_relation(e))
             lines.append(e.verdict)
+        if not self.degeneracy.empty:
+            d = self.degeneracy
+            least = d.loc[d["effective_params"].idxmin()]
+            lines.append(f"effective size: {int(d['effective_params'].iloc[0]):,} parameters at step "
+                         f"{int(d['step'].iloc[0])}, {int(d['effective_params'].iloc[-1]):,} at step "
+                         f"{int(d['step'].iloc[-1])} (fewest {int(least['effective_params']):,} at step "
+                         f"{int(least['step'])}; {int(d['params'].iloc[-1]):,} in all)")
         if not self.llc.empty:
             peak = self.llc.loc[self.llc["llc"].idxmax()]
             lines.append("local learning coefficient λ̂: " + ", ".join(
@@ -314,8 +327,12 @@ def summary(run: str | Path) -> RunSummary:
     if measures.empty and applies:
         missing.append(Missing("progress measures", "the run has not been measured",
                                f"progsynth analyze {shlex.quote(str(store.path))}"))
-    llc = _llc_rows(store.measures())
+    degeneracy = load_degeneracy(store.path)
     quoted = shlex.quote(str(store.path))
+    if degeneracy.empty and not measures.empty:
+        missing.append(Missing("effective size over training", "the degeneracy measures have not been taken",
+                               f"progsynth analyze {quoted}"))
+    llc = _llc_rows(store.measures())
     if llc.empty:
         missing.append(Missing("local learning coefficient", "λ̂ has not been estimated", f"progsynth llc {quoted}"))
     refined = refined_rows(store.measures())
@@ -341,7 +358,7 @@ def summary(run: str | Path) -> RunSummary:
             missing.append(Missing("contrast of two checkpoints", "no two checkpoints have been contrasted",
                                    f"progsynth contrast {quoted} --a {first} --b {last}"))
     return RunSummary(store.path, config, metrics, phases, extraction, measures, llc, ntk, paths, contrasts, missing,
-                      refined)
+                      degeneracy, refined)
 
 
 def network_relation(e: Extraction) -> str:
