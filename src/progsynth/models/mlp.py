@@ -79,7 +79,7 @@ class GromovMLP(nn.Module):
                 or x.shape[1] != self.config.n_in:
             what = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise LensTypeError(f"GromovMLP expects float one-hot inputs (N, {self.config.n_in}), got {what}")
-        hidden = x @ self.W_in
+        (hidden,) = self.preactivations(x)
         return (hidden * hidden) @ self.W_out
 
     def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
@@ -163,12 +163,14 @@ class EmbeddingMLP(nn.Module):
             what = (f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor)
                     else type(tokens).__name__)
             raise LensTypeError(f"EmbeddingMLP expects integer tokens (N, ≥ {c.n_operands}), got {what}")
+        pres = self.preactivations(tokens)
+        return (ACTIVATIONS[c.activation](pres[-1]) if pres else self._embed(tokens)) @ self.W_U
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The operands' embeddings, concatenated: (N, n_operands · d_embed)."""
+        c = self.config
         operands = tokens[:, : c.n_operands].reshape(-1)
-        x = self.W_E.index_select(0, operands).view(tokens.shape[0], c.n_operands * c.d_embed)
-        act = ACTIVATIONS[c.activation]
-        for i in range(len(c.hidden)):
-            x = act(torch.addmm(getattr(self, f"b_{i}"), x, getattr(self, f"W_{i}")))
-        return x @ self.W_U
+        return self.W_E.index_select(0, operands).view(tokens.shape[0], c.n_operands * c.d_embed)
 
     def components(self) -> dict[str, dict[str, Optional[int]]]:
         """Named components for the refined LLC (``slt.restrict``): ``embedding`` (W_E), ``layer{i}``
@@ -203,8 +205,7 @@ class EmbeddingMLP(nn.Module):
         """Each hidden layer's pre-activations x_i W_i + b_i, (N, hidden[i]), input side first, as
         ``forward`` computes them. What analyses (``slt.compress``) read instead of recomputing it."""
         c = self.config
-        operands = tokens[:, : c.n_operands].reshape(-1)
-        x = self.W_E.index_select(0, operands).view(tokens.shape[0], c.n_operands * c.d_embed)
+        x = self._embed(tokens)
         act, pres = ACTIVATIONS[c.activation], []
         for i in range(len(c.hidden)):
             pres.append(torch.addmm(getattr(self, f"b_{i}"), x, getattr(self, f"W_{i}")))

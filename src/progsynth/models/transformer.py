@@ -197,6 +197,18 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (N, p) at ``=`` for tokens (N, 3), via per-(position, token) tables ((N, p + 1) with
         ``unembed_equals``)."""
+        pre, direct = self._mlp_input(tokens)
+        return torch.addmm(direct, torch.relu(pre), self.W_out @ self.W_U)
+
+    def preactivations(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The MLP's pre-activations at ``=`` (the residual stream there times W_in, plus b_in),
+        (N, d_mlp), as a one-tuple (one hidden layer): what analyses (``slt.compress``) read instead
+        of recomputing the forward pass."""
+        return (self._mlp_input(tokens)[0],)
+
+    def _mlp_input(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP input at ``=`` (N, d_mlp) and the logits that bypass the MLP (N, p or p + 1): the
+        forward pass up to the MLP's ReLU."""
         self._check_tokens(tokens)
         c = self.config
         n, vocab, heads = tokens.shape[0], c.d_vocab, c.n_heads
@@ -213,7 +225,7 @@ class Transformer(nn.Module):
         attn = torch.softmax(_rows(scores.reshape(-1, heads), score_rows).view(n, N_CTX, heads), dim=1)
         v = torch.einsum("jvd,hde->jvhe", x, self.W_V)  # (3, V, H, d_head)
         if self._row_sums_pay() and rowsum.usable(v, attn):
-            return self._logits_by_row_sums(tokens, x_query, v, attn)
+            return self._row_sums(tokens, x_query, v, attn)
         values = _rows(v.reshape(N_CTX * vocab, heads * c.d_head),
                        (position * vocab + tokens).reshape(-1)).view(n, N_CTX, heads, c.d_head)
         z = (attn.unsqueeze(-1) * values).sum(dim=1).reshape(n, heads * c.d_head)
@@ -223,8 +235,7 @@ class Transformer(nn.Module):
         w_o = self.W_O.reshape(heads * c.d_head, c.d_model)
         pre_table, direct_table = self._query_tables(x_query)
         pre = torch.addmm(_rows(pre_table, query_token), z, w_o @ self.W_in)
-        logits = torch.addmm(_rows(direct_table, query_token), z, w_o @ self.W_U)
-        return torch.addmm(logits, torch.relu(pre), self.W_out @ self.W_U)
+        return pre, torch.addmm(_rows(direct_table, query_token), z, w_o @ self.W_U)
 
     def _row_sums_pay(self) -> bool:
         """Whether the row sums beat the dense products at this model's size (``ROW_SUMS_FROM``)."""
@@ -241,8 +252,8 @@ class Transformer(nn.Module):
             direct_table = direct_table + self.b_out @ self.W_U
         return pre_table, direct_table
 
-    def _logits_by_row_sums(self, tokens: torch.Tensor, x_query: torch.Tensor, v: torch.Tensor,
-                            attn: torch.Tensor) -> torch.Tensor:
+    def _row_sums(self, tokens: torch.Tensor, x_query: torch.Tensor, v: torch.Tensor,
+                  attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The MLP input and direct logits as weighted sums of table rows (``models.rowsum``).
 
         Head h's value at (position j, token t), through W_O and on into W_in (or W_U), is one row
@@ -263,7 +274,7 @@ class Transformer(nn.Module):
             table = torch.cat([head_rows.reshape(N_CTX * vocab * heads, -1), query_table])
             sums.append(rowsum.row_sum(table, rows, weights))
         pre, direct = sums
-        return torch.addmm(direct, torch.relu(pre), self.W_out @ self.W_U)
+        return pre, direct
 
     def components(self) -> dict[str, dict[str, Optional[int]]]:
         """The model's named components for the refined LLC (``slt.restrict``): component → {parameter
@@ -309,21 +320,6 @@ class Transformer(nn.Module):
             groups["b_in"] = ("mlp",)
             groups["b_out"] = ("resid",)
         return groups
-
-    def preactivations(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The MLP's pre-activations at ``=`` (the residual stream there times W_in, plus b_in),
-        (N, d_mlp), as a one-tuple (one hidden layer). Computed as ``StraightforwardTransformer``
-        does, for the last position only; what analyses (``slt.compress``) read instead of
-        recomputing the forward pass."""
-        self._check_tokens(tokens)
-        x = self.W_E[tokens] + self.W_pos  # (N, 3, d_model)
-        q = torch.einsum("nd,hde->nhe", x[:, -1], self.W_Q)
-        k = torch.einsum("npd,hde->nhpe", x, self.W_K)
-        v = torch.einsum("npd,hde->nhpe", x, self.W_V)
-        attn = torch.softmax(torch.einsum("nhe,nhpe->nhp", q, k) / math.sqrt(self.config.d_head), dim=-1)
-        resid = x[:, -1] + torch.einsum("nhp,nhpe,hed->nd", attn, v, self.W_O)
-        pre = resid @ self.W_in
-        return (pre + self.b_in if self.b_in is not None else pre,)
 
 
 class StraightforwardTransformer(Transformer):
