@@ -951,9 +951,10 @@ def llc(
         fail(error)
     columns = ["step", "restrict", "data", "params_sampled", "llc", "llc_stderr", "llc_std", "epsilon", "nbeta",
                "localization", "init_loss", "acceptance", "diverged_chains", "warnings"]
-    rows = [{k: _plain(row.get(k)) for k in columns} for row in result.table.to_dict("records")]
-    for row in rows:
-        row["params_sampled"] = None if row["params_sampled"] is None else int(row["params_sampled"])
+    rows = [{k: row.get(k) for k in columns} for row in result.table.to_dict("records")]
+    for row in rows:  # fields that rows written before the refined LLC lack (NaN in the table)
+        row["restrict"], row["data"] = _plain(row["restrict"]), _plain(row["data"]) or "train"
+        row["params_sampled"] = None if _plain(row["params_sampled"]) is None else int(row["params_sampled"])
     summary = {"run": str(run), "file": str(Path(run) / MEASURES), "computed": list(result.computed),
                "skipped": list(result.skipped), "settings": settings_of(config), "restrict": restrict, "data": data,
                "estimates": rows}
