@@ -889,10 +889,11 @@ def _sgld_config(chains: int | None, draws: int | None, burnin: int | None, epsi
 # The sampler options llc and llc-dln share (typer reads an Option's settings; one object serves both).
 _CHAINS = typer.Option(None, "--chains", help="Chains, run together (default 8, SGLDConfig.num_chains).")
 _DRAWS = typer.Option(None, "--draws", help="Draws per chain after burn-in (default 2000, SGLDConfig.num_draws).")
-_BURNIN = typer.Option(None, "--burnin", help="Burn-in steps per chain (default 1000, SGLDConfig.num_burnin).")
+_BURNIN = typer.Option(None, "--burnin", help="Burn-in steps per chain (default: automatic, two relaxation "
+                                              "times 2/(εγ) within [1000, 8000] per phase; SGLDConfig.num_burnin).")
 _EPSILON = typer.Option(None, "--epsilon", help="SGLD step size, or 'auto' (default): a short sweep picks it "
                                                 "(see progsynth.slt.llc).")
-_GAMMA = typer.Option(None, "--gamma", help="Localization γ, the pull back to the checkpoint (default 10, "
+_GAMMA = typer.Option(None, "--gamma", help="Localization γ, the pull back to the checkpoint (default 5, "
                                             "SGLDConfig.localization).")
 _BATCH = typer.Option(None, "--batch-size", help="Minibatch size (default 500, SGLDConfig.batch_size; the whole "
                                                  "set when it is smaller).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,7 +14,14 @@ from torch import nn
 from progsynth.errors import ConfigError, LensTypeError, NonFiniteError, UnsupportedOptionError
 from progsynth.models.linear import dln_data, dln_module, dln_true_solution, random_dln
 from progsynth.slt.dln import dln_loss
-from progsynth.slt.llc import SGLDConfig, choose_epsilon, default_nbeta, estimate_llc, estimate_llc_for_module
+from progsynth.slt.llc import (
+    SGLDConfig,
+    auto_burnin,
+    choose_epsilon,
+    default_nbeta,
+    estimate_llc,
+    estimate_llc_for_module,
+)
 
 QUICK = SGLDConfig(num_chains=4, num_burnin=200, num_draws=400)
 
@@ -174,7 +182,7 @@ def test_cross_entropy_on_a_classifier():
         ("epsilon", "fast", "epsilon must be a positive number or 'auto', got 'fast'"),
         ("num_chains", 0, "num_chains must be a positive integer, got 0"),
         ("num_draws", 2.5, "num_draws must be a positive integer"),
-        ("num_burnin", -1, "num_burnin must be an integer from 0 to"),
+        ("num_burnin", -1, "num_burnin must be None or an integer from 0 to"),
         ("num_draws", 10**20, "num_chains × num_draws must be at most"),
         ("num_chains", 10**6, "num_chains must be at most 10000"),
         ("batch_size", 0, "batch_size must be a positive integer or None"),
@@ -246,3 +254,66 @@ def test_the_sampler_reports_progress_through_its_callback_and_draws_nothing(cap
     assert capsys.readouterr() == ("", "")
     with pytest.raises(ConfigError, match="progress must be None or a callable"):
         SGLDConfig(progress=True).validate()
+
+
+def test_a_drifting_trace_is_flagged_and_a_stationary_one_is_not():
+    # U = nβ L + γ‖w‖²/2 with L = 0.005 ‖w‖² (d = 200): curvature ≈ 1.55, so at ε = 5e-4 the chains'
+    # spread from w* = 0 relaxes over ≈ 1,300 steps and the loss still rises through 400 draws
+    loss, w, data = (lambda p, batch: 0.005 * (p**2).sum() + 0.0 * batch.sum()), torch.zeros(200), torch.zeros(1000, 1)
+    config = SGLDConfig(localization=0.1, num_chains=4, num_draws=400, check_localization_chains=0)
+    young = estimate_llc(loss, w, data, dataclasses.replace(config, epsilon=5e-4, num_burnin=0))
+    assert young.diagnostics.nonstationary == (0, 1, 2, 3), young.diagnostics.drift_z
+    assert all(z > 4 and drift > 0 for z, drift in zip(young.diagnostics.drift_z, young.diagnostics.drift))
+    assert any("not stationary" in w and "may be biased" in w for w in young.diagnostics.warnings)
+    # relaxation ≈ 65 steps at ε = 1e-2: stationary after 1,000 (chain 1 still shows drift_z > 4 alone:
+    # slow mixing, not drift, which is why the flag pools the chains)
+    settled = estimate_llc(loss, w, data, dataclasses.replace(config, epsilon=1e-2, num_burnin=1000, seed=1))
+    assert settled.diagnostics.nonstationary == () and settled.diagnostics.ok, settled.diagnostics.warnings
+    assert max(abs(z) for z in settled.diagnostics.drift_z) > 4
+    assert settled.llc_mean > 5 * young.llc_mean  # the young chains' λ̂ was far too low and rising
+
+
+def test_the_automatic_burnin_spans_two_relaxation_times_of_the_localization():
+    params, data = regression()
+    result = estimate_llc(dln_loss, params, data, SGLDConfig(num_chains=2, num_draws=200))
+    first = result.burnin[0]
+    assert first.steps == auto_burnin(first.epsilon, SGLDConfig()) == min(8000, max(1000, math.ceil(2 / (first.epsilon * 5))))
+    assert auto_burnin(1e-9, SGLDConfig()) == 8000 and auto_burnin(1.0, SGLDConfig()) == 1000
+    assert auto_burnin(1e-4, SGLDConfig(localization=0.0)) == 8000
+    fixed = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-4, num_chains=2, num_burnin=70, num_draws=200))
+    assert [(p.epsilon, p.steps) for p in fixed.burnin] == [(1e-4, 70)] and math.isnan(fixed.burnin[0].acceptance)
+
+
+def test_a_low_burnin_acceptance_retunes_epsilon_downwards():
+    params, data = regression()
+    # a demanding threshold (and short phases) forces retunes; each aims ε at the target by the ε^(3/2) rule
+    config = SGLDConfig(num_chains=2, num_draws=200, target_acceptance=0.999, retune_acceptance=0.999,
+                        min_burnin=100, max_burnin=200)
+    strict = estimate_llc(dln_loss, params, data, config)
+    phases = strict.burnin
+    assert len(phases) >= 2 and strict.sweep is not None and phases[0].epsilon == strict.sweep.chosen
+    for before, after in zip(phases, phases[1:]):
+        assert before.acceptance < 0.999
+        assert after.epsilon == pytest.approx(before.epsilon * (0.001 / (1 - before.acceptance)) ** (2 / 3))
+        assert after.epsilon < before.epsilon
+    assert strict.epsilon == phases[-1].epsilon
+    assert json.loads(json.dumps(strict.to_dict()))["burnin"][-1]["epsilon"] == phases[-1].epsilon
+    relaxed = estimate_llc(dln_loss, params, data, dataclasses.replace(config, retune_acceptance=0.0))
+    assert len(relaxed.burnin) == 1 and relaxed.epsilon == relaxed.sweep.chosen
+
+
+def test_the_localization_check_is_quiet_on_a_regular_model_and_flags_a_singular_point():
+    params, data = regression()
+    regular = estimate_llc(dln_loss, params, data, QUICK)
+    assert regular.loss_traces.shape == (4, 400)  # the check chains are not part of λ̂
+    assert abs(regular.diagnostics.localization_shift) < 0.06 and regular.diagnostics.ok
+    assert regular.diagnostics.check_llc == pytest.approx(12.0, rel=0.1)
+    off = estimate_llc(dln_loss, params, data, dataclasses.replace(QUICK, check_localization_chains=0))
+    np.testing.assert_array_equal(off.loss_traces, regular.loss_traces)  # the check chains change nothing else
+    assert math.isnan(off.diagnostics.localization_shift) and math.isnan(off.diagnostics.check_llc)
+    # a deep network at w* = 0: λ = 3, and γ decides how far its flat directions reach
+    generator = torch.Generator().manual_seed(0)
+    zero = dln_true_solution([3, 3, 3, 3], 0, generator)
+    flat = estimate_llc(dln_loss, zero, dln_data(zero, 2000, 0.1, generator), SGLDConfig(num_chains=4, num_draws=600))
+    assert flat.diagnostics.localization_shift > 0.12
+    assert any("depends on the localization" in w and "may be biased" in w for w in flat.diagnostics.warnings)

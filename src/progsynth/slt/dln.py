@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 from typing import Any
@@ -179,6 +179,10 @@ class DLNCheck:
             "nbeta": self.result.nbeta,
             "localization": self.result.localization,
             "acceptance": self.result.diagnostics.acceptance_mean,
+            "burnin": [asdict(phase) for phase in self.result.burnin],
+            "localization_shift": self.result.diagnostics.localization_shift,
+            "nonstationary": list(self.result.diagnostics.nonstationary),
+            "drift": list(self.result.diagnostics.drift),
             "warnings": list(self.result.diagnostics.warnings),
             "seconds": self.result.seconds,
         }

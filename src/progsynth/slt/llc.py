@@ -5,10 +5,32 @@ Estimator. From w* (the parameters given), each chain runs
     w ← w − (ε/2) [nβ ∇L_m(w) + γ (w − w*)] + √ε ξ,      ξ ~ N(0, I),
 
 with L_m the mean loss on a minibatch of m rows drawn without replacement (a fresh permutation of
-the n rows per epoch, per chain), nβ = n / log n by default and γ the localization. After
-``num_burnin`` steps every step is a draw, and
+the n rows per epoch, per chain), nβ = n / log n by default and γ the localization (5 by default).
+After the burn-in every step is a draw, and
 
     λ̂_chain = nβ (mean over draws of L_m(w_t) − L_n(w*)).
+
+Burn-in (``num_burnin=None``, the default: ``auto_burnin``). Along a direction the loss does not
+see, SGLD is an Ornstein-Uhlenbeck process held by γ alone: its spread, which starts at 0 at w*,
+relaxes to 1/γ as 1 − exp(−εγt) after t steps, so a chain needs several relaxation times 1/(εγ)
+before its draws are stationary. At a singular point such directions are only nearly flat (the
+loss grows as a product of several small weights), and their slow spread raises the loss slowly:
+a burn-in shorter than 1/(εγ) leaves λ̂ low. On the deep linear network [8, 6, 4, 6, 8] at rank 2
+(λ = 17.5; ε ≈ 2.5e-5, γ = 10, so 1/(εγ) ≈ 4,000 steps) the former fixed 1,000 burn-in steps gave
+15.4, a 20,000-step burn-in 16.6, and λ̂ over consecutive quarters of a long run kept rising
+(README → Reliability). The burn-in is therefore ``burnin_relaxations`` (2) relaxation times,
+⌈2 / (εγ)⌉ steps, kept within [``min_burnin``, ``max_burnin``] = [1,000, 8,000] per phase (the cap
+bounds the cost; the non-stationarity check below says when it was not enough).
+
+Why γ = 5 and not 10: even at stationarity γ confines the nearly flat directions, whose reach at
+nβ ≈ 1,000 is comparable with the localization width 1/√γ, and that lowers λ̂ on deep singular
+networks ([8, 6, 4, 6, 8] rank 2: 14.8 at γ = 30, 16.5 at 10, 17.8 at 5 with long chains). Weaker
+localization lets chains drift along the network's symmetries towards points of higher curvature
+(and, far away, higher local λ), which ε must follow: hence the burn-in retunes of ε below. γ = 5
+with them kept every network of README → Results within 5 %; γ = 1–3 at the sweep's ε overshot by
+8–25 %.
+
+Which loss: at each draw we record the minibatch loss L_m(w_t) at the point *before* the update,
 
 Which loss: at each draw we record the minibatch loss L_m(w_t) at the point *before* the update,
 the same forward pass that gives the gradient (devinterp does the same), so a draw costs nothing
@@ -19,8 +41,9 @@ rows of ``batch``; the full-data loss is the row-weighted mean over chunks of ``
 Chains are one batched computation: parameters are flattened into one vector per chain, stacked
 into a (chains, d) tensor, and ``torch.func.vmap(torch.func.grad_and_value(...))`` evaluates every
 chain's minibatch loss and gradient in one call. Each chain has its own random streams (noise and
-minibatches) seeded from ``numpy.random.SeedSequence([seed, 0]).spawn``, so chain c's trace does
-not depend on how many chains run beside it.
+minibatches) seeded from ``numpy.random.SeedSequence([seed, 0]).spawn``, so at a given ε and
+burn-in chain c's trace does not depend on how many chains run beside it (ε's burn-in retunes use
+the main chains' mean acceptance, so with ``epsilon="auto"`` they share ε).
 
 λ̂ reported = mean of λ̂_chain over healthy chains; its standard error = std over those chains
 (ddof = 1) / √(number of healthy chains) (chains are independent; draws within a chain are not).
@@ -57,6 +80,28 @@ Diagnostics (each names the chains it concerns and adds a line to ``diagnostics.
   rounding noise in float32), so the displacement is the check (README → Reliability has the
   runs that set the threshold). Also flagged: a single healthy chain (no standard error) and
   fewer than ``min_draws`` draws.
+- **Not stationary**: per healthy chain, the mean excess loss of the last quarter of draws minus
+  that of the third quarter (``drift``, in λ units after × nβ), and that over √(se₃² + se₄²), each
+  quarter's standard error from 10 blocks of consecutive draws (``drift_z``). The run is flagged
+  when the chains' mean drift exceeds ``max_drift_t`` = 4 standard errors *across chains* (a t
+  statistic over independent chains); the warning names the chains whose own |``drift_z``| exceeds
+  ``max_drift_z`` = 4 in that direction. Why across chains: batch means from 10 blocks of a quarter
+  underestimate the standard error of a chain that mixes slowly, so a stationary chain's
+  |``drift_z``| often reaches 4–8 (a quadratic whose autocorrelation time is 30–65 draws, 400 draws:
+  8 of 24 stationary chains beyond 4), while a burn-in that was too short makes every chain drift
+  the same way (the same quadratic from w* without burn-in: t ≈ 8–20, every chain beyond 4). The
+  flag says λ̂ may be biased by more than its ± shows (the ± measures only the spread between
+  chains); a longer burn-in is the remedy.
+- **Localization dependence**: ``check_localization_chains`` (4) extra chains at γ ×
+  ``check_localization_factor`` (2) run in the same batch, with the same ε and their own streams,
+  and are not part of λ̂. ``localization_shift`` = 1 − λ̂(2γ) / λ̂(γ). On a regular model it is
+  ≈ 0; where γ confines flat directions that matter, λ̂ falls as γ grows, and when it falls by more
+  than ``max_localization_shift`` (12 %), and by more than 2 combined standard errors (std over
+  chains / √chains on each side, so noise alone is not flagged), the run is flagged: λ̂ then depends on a setting with no
+  right value, and its ± does not cover that. Measured on 18 deep linear networks (README →
+  Reliability): the three that stayed 11–13 % low with the defaults had shifts of 13–15 % and are
+  flagged; three estimates within 3 % had shifts of 12–22 % and are flagged too (conservative); the
+  rest had shifts below 9 %.
 - **Step against curvature**: κ_max, the largest |eigenvalue| of ∇²U at w* on one minibatch (nβ
   times the loss Hessian's, plus γ; Lanczos on Hessian-vector products, ``hvp_operator``). SGLD inflates the spread
   along a direction of curvature κ by ≈ εκ/4 (exactly 1/(1 − εκ/4) for a Gaussian), so a run with
@@ -73,6 +118,15 @@ small. The curvature step is ``max_step_curvature`` / κ_max (0.25 / κ_max). ε
 two. Why 0.95 and not the usual 0.9: on seven deep linear networks (benchmarks/llc.py) the 0.9 rule
 left a regular model 7 % high and one very singular network 22 % high; 0.95 kept all seven within
 6 %, with long-run acceptances of 0.87–0.96. On those networks the two steps nearly coincide.
+
+Burn-in retunes (``epsilon="auto"`` only). The sweep's chains are young; a long burn-in carries
+chains to where the curvature is higher and the acceptance lower, and there SGLD's bias is upward
+and large (on [5, 10, 15, 10, 5] rank 5, λ = 12.5: the sweep's ε gave acceptance 0.79 after
+10,000 steps and λ̂ 17.6 % high; ε/2 gave 0.93 and +5 %, ε/4 0.97 and +2 %). So the main chains'
+MALA acceptance is measured over the second half of each burn-in phase; below
+``retune_acceptance`` (0.9), ε is multiplied by ((1 − ``target_acceptance``) / (1 − acceptance))^(2/3)
+(MALA's rejection grows about as ε^(3/2)) and the chains burn in for another phase from where they
+are, at most ``max_retunes`` (2) times. ``LLCResult.burnin`` lists the phases; ``epsilon`` is the last.
 """
 
 from __future__ import annotations
@@ -99,11 +153,13 @@ __all__ = [
     "SGLDConfig",
     "LLCDiagnostics",
     "EpsilonSweep",
+    "BurninPhase",
     "LLCResult",
     "LossFn",
     "estimate_llc",
     "estimate_llc_for_module",
     "choose_epsilon",
+    "auto_burnin",
     "default_nbeta",
     "hvp_operator",
     "squared_error",
@@ -136,16 +192,18 @@ class SGLDConfig:
     """Step size ε, or ``"auto"`` to pick it by ``choose_epsilon``."""
     nbeta: float | None = None
     """Inverse temperature nβ; ``None`` means n / log n with n the number of data rows."""
-    localization: float = 10.0
+    localization: float = 5.0
     """γ, the pull back to w*. Keep it small against nβ × the loss curvature (it shrinks the
     estimate by about γ / (nβ h) in a direction of curvature h) but positive, so chains stay near w*
-    along flat directions."""
+    along flat directions. 5 rather than the former 10: at 10 it lowered λ̂ of deep singular networks
+    by 5–25 % (module docstring); the localization-check chains say when it still shapes λ̂."""
     num_chains: int = 8
     """Number of chains (run together as one batched step)."""
     num_draws: int = 2000
     """Draws per chain after burn-in (every step after burn-in is a draw)."""
-    num_burnin: int = 1000
-    """SGLD steps per chain before the first draw."""
+    num_burnin: int | None = None
+    """SGLD steps per chain before the first draw; ``None``: ``auto_burnin``, a few relaxation times
+    of the localization at the chosen ε (module docstring)."""
     batch_size: int | None = 500
     """Minibatch size m; ``None`` (or ≥ n) uses all n rows at every step."""
     seed: int = 0
@@ -178,6 +236,31 @@ class SGLDConfig:
     """Candidate step sizes for ``epsilon="auto"``: the half-decade log grid 1e-8, 3.16e-8, …, 0.316."""
     auto_steps: int = 400
     """SGLD steps of each candidate chain in the ``epsilon="auto"`` sweep."""
+    burnin_relaxations: float = 2.0
+    """``num_burnin=None`` burns in for this many relaxation times 1/(εγ) of the localization."""
+    min_burnin: int = 1000
+    """Fewest burn-in steps ``num_burnin=None`` runs."""
+    max_burnin: int = 8000
+    """Most burn-in steps ``num_burnin=None`` runs per phase (bounds the cost at small εγ)."""
+    retune_acceptance: float = 0.9
+    """With ``epsilon="auto"``, a burn-in phase whose chains' mean MALA acceptance (second half of the
+    phase) is below this lowers ε towards ``target_acceptance`` and burns in again (module docstring)."""
+    max_retunes: int = 2
+    """Most extra burn-in phases those retunes may add."""
+    check_localization_chains: int = 4
+    """Extra chains at localization γ × ``check_localization_factor``, run in the same batch (same ε,
+    own streams) but not part of λ̂: they measure how much γ shapes the estimate (module docstring).
+    0 turns the check off."""
+    check_localization_factor: float = 2.0
+    """The check chains' γ relative to ``localization``."""
+    max_localization_shift: float = 0.12
+    """Flag when the check chains' λ̂ lies more than this fraction below λ̂ (module docstring)."""
+    max_drift_t: float = 4.0
+    """The run is flagged as not stationary when the chains' mean drift (last quarter of draws against
+    the third) exceeds this many standard errors across chains (module docstring)."""
+    max_drift_z: float = 4.0
+    """Of a flagged run, the warning names the chains whose own drift exceeds this many batch-means
+    standard errors (all chains when none does)."""
     progress: Callable[[int, int], None] | None = None
     """Called as (SGLD steps done, steps in all) about a hundred times a run; None: silent. The
     library draws nothing itself: the command line turns this into its progress bar."""
@@ -202,8 +285,26 @@ class SGLDConfig:
                  f"num_chains × num_draws must be at most {MAX_TRACE:,} (the loss traces are kept), got "
                  f"{self.num_chains} × {self.num_draws}")
         _require(self.auto_steps <= MAX_STEPS, f"auto_steps must be at most {MAX_STEPS:,}, got {self.auto_steps!r}")
-        _require(_is_int(self.num_burnin) and 0 <= self.num_burnin <= MAX_STEPS,
-                 f"num_burnin must be an integer from 0 to {MAX_STEPS:,}, got {self.num_burnin!r}")
+        _require(self.num_burnin is None or (_is_int(self.num_burnin) and 0 <= self.num_burnin <= MAX_STEPS),
+                 f"num_burnin must be None or an integer from 0 to {MAX_STEPS:,}, got {self.num_burnin!r}")
+        _require(_is_positive(self.burnin_relaxations),
+                 f"burnin_relaxations must be a positive number, got {self.burnin_relaxations!r}")
+        _require(_is_int(self.min_burnin) and _is_int(self.max_burnin) and 0 <= self.min_burnin <= self.max_burnin
+                 <= MAX_STEPS, f"need integers 0 <= min_burnin <= max_burnin <= {MAX_STEPS:,}, got "
+                 f"{self.min_burnin!r}, {self.max_burnin!r}")
+        _require(_is_number(self.retune_acceptance) and 0 <= self.retune_acceptance <= self.target_acceptance,
+                 f"retune_acceptance must lie in [0, target_acceptance], got {self.retune_acceptance!r}")
+        _require(_is_int(self.max_retunes) and 0 <= self.max_retunes <= 10,
+                 f"max_retunes must be an integer from 0 to 10, got {self.max_retunes!r}")
+        _require(_is_positive(self.max_drift_z), f"max_drift_z must be a positive number, got {self.max_drift_z!r}")
+        _require(_is_positive(self.max_drift_t), f"max_drift_t must be a positive number, got {self.max_drift_t!r}")
+        _require(_is_int(self.check_localization_chains) and 0 <= self.check_localization_chains <= MAX_CHAINS,
+                 f"check_localization_chains must be an integer from 0 to {MAX_CHAINS}, got "
+                 f"{self.check_localization_chains!r}")
+        _require(_is_positive(self.check_localization_factor),
+                 f"check_localization_factor must be a positive number, got {self.check_localization_factor!r}")
+        _require(_is_positive(self.max_localization_shift),
+                 f"max_localization_shift must be a positive number, got {self.max_localization_shift!r}")
         _require(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
                  f"batch_size must be a positive integer or None, got {self.batch_size!r}")
         _require(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
@@ -275,11 +376,34 @@ class LLCDiagnostics:
     """ε · κ_max; flagged above ``flag_step_curvature``."""
     warnings: tuple[str, ...]
     """One readable line per problem found; empty when every check passed."""
+    nonstationary: tuple[int, ...] = ()
+    """Healthy chains whose last quarter of draws drifted from the third (``drift_z`` beyond
+    ``max_drift_z``): λ̂ may be biased beyond its standard error."""
+    drift: tuple[float, ...] = ()
+    """Per chain, nβ × (mean excess loss of the last quarter of draws − that of the third): the drift
+    in λ units (NaN for diverged chains or fewer than 8 draws)."""
+    drift_z: tuple[float, ...] = ()
+    """Per chain, ``drift`` over its batch-means standard error."""
+    check_llc: float = math.nan
+    """λ̂ of the localization-check chains (γ × ``check_localization_factor``); NaN without them."""
+    localization_shift: float = math.nan
+    """1 − ``check_llc`` / λ̂: how much the stronger localization lowers the estimate; flagged above
+    ``max_localization_shift``."""
 
     @property
     def ok(self) -> bool:
         """True when no check raised a warning."""
         return not self.warnings
+
+
+@dataclass(frozen=True)
+class BurninPhase:
+    """One phase of the burn-in: its step size, its length and the chains' mean MALA acceptance
+    over its second half (NaN when not measured: a fixed ε, or the last phase allowed)."""
+
+    epsilon: float
+    steps: int
+    acceptance: float
 
 
 @dataclass(frozen=True)
@@ -332,6 +456,8 @@ class LLCResult:
     """The ε sweep when ``epsilon="auto"`` was used, else None."""
     seconds: float
     """Wall time of the whole estimate (sweep included)."""
+    burnin: tuple[BurninPhase, ...] = ()
+    """The burn-in's phases (one unless ``epsilon="auto"`` retuned ε); ``epsilon`` is the last one's."""
 
     def to_dict(self, traces: bool = False) -> dict[str, Any]:
         """A JSON-ready dict (NaN stays NaN); loss traces only when ``traces``."""
@@ -349,6 +475,7 @@ class LLCResult:
             "num_params": self.num_params,
             "diagnostics": asdict(self.diagnostics),
             "sweep": asdict(self.sweep) if self.sweep is not None else None,
+            "burnin": [asdict(phase) for phase in self.burnin],
             "seconds": self.seconds,
         }
         if traces:
@@ -505,57 +632,65 @@ class _ChainRun:
     """(chains,) root-mean-square distance per coordinate from w* at the last step."""
 
 
-def _sgld(
-    problem: _Problem,
-    epsilon: torch.Tensor,
-    nbeta: float,
-    gamma: float,
-    batch_size: int | None,
-    seed: int,
-    stream: int,
-    burnin: int,
-    draws: int,
-    acceptance_every: int,
-    tick: Callable[[], None],
-) -> _ChainRun:
-    """Run ``len(epsilon)`` chains from w* together, chain c with step size ``epsilon[c]``."""
-    chains = epsilon.numel()
-    full = batch_size is None or batch_size >= problem.n
-    streams = _Streams(seed, stream, chains, problem.dim, problem.n, None if full else batch_size, problem.w0.dtype)
-    grad_and_loss = problem.grad_and_loss_full if full else problem.grad_and_loss
-    w0 = problem.w0
-    w = w0.expand(chains, -1).clone()
-    eps = epsilon.to(w0.dtype)
-    half_eps, root_eps = (eps / 2).unsqueeze(1), eps.sqrt().unsqueeze(1)
-    losses = torch.empty(chains, draws, dtype=w0.dtype)
-    checks = torch.empty(chains, draws // acceptance_every, dtype=w0.dtype)
+class _Chains:
+    """Chains started at w* and run together, chain c with step size ``epsilon[c]`` and localization
+    ``gamma[c]`` (a number: the same for all). Their positions
+    and random streams persist from one ``run`` to the next, so a burn-in in phases (and the draws
+    after it) continue exactly where the last call stopped."""
 
-    def grad_u(w: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __init__(
+        self, problem: _Problem, epsilon: torch.Tensor, nbeta: float, gamma: float | torch.Tensor,
+        batch_size: int | None,
+        seed: int, stream: int,
+    ):
+        chains = epsilon.numel()
+        self.full = batch_size is None or batch_size >= problem.n
+        self.streams = _Streams(seed, stream, chains, problem.dim, problem.n, None if self.full else batch_size,
+                                problem.w0.dtype)
+        self.grad_and_loss = problem.grad_and_loss_full if self.full else problem.grad_and_loss
+        self.problem, self.nbeta = problem, nbeta
+        self.gamma = torch.as_tensor(gamma, dtype=problem.w0.dtype).expand(chains).clone()
+        self.gamma_col = self.gamma.unsqueeze(1)
+        self.w0 = problem.w0
+        self.w = self.w0.expand(chains, -1).clone()
+        self.set_epsilon(epsilon)
+
+    def set_epsilon(self, epsilon: torch.Tensor) -> None:
+        self.eps = epsilon.to(self.w0.dtype)
+        self.half_eps, self.root_eps = (self.eps / 2).unsqueeze(1), self.eps.sqrt().unsqueeze(1)
+
+    def _grad_u(self, w: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """∇U(w) = nβ ∇L_B(w) + γ (w − w*) for every chain, and L_B(w)."""
-        g, loss = grad_and_loss(w, batch)
-        return g.mul_(nbeta).add_(w - w0, alpha=gamma), loss
+        g, loss = self.grad_and_loss(w, batch)
+        return g.mul_(self.nbeta).add_(self.gamma_col * (w - self.w0)), loss
 
-    for step in range(burnin + draws):
-        noise, idx = streams.next()
-        batch = problem.data if full else tree_map(lambda t: _rows(t, idx), problem.data)
-        g, loss = grad_u(w, batch)
-        w_new = w - half_eps * g + root_eps * noise
-        draw = step - burnin
-        if draw >= 0:
-            losses[:, draw] = loss
-            if (draw + 1) % acceptance_every == 0:
-                g_new, loss_new = grad_u(w_new, batch)
+    def run(self, steps: int, acceptance_every: int, tick: Callable[[], None]) -> _ChainRun:
+        """``steps`` SGLD steps; the loss before every step, and the MALA acceptance at every
+        ``acceptance_every``-th step (none when 0)."""
+        chains = self.w.shape[0]
+        losses = torch.empty(chains, steps, dtype=self.w0.dtype)
+        checks = torch.empty(chains, steps // acceptance_every if acceptance_every else 0, dtype=self.w0.dtype)
+        w, w0, nbeta, gamma, eps = self.w, self.w0, self.nbeta, self.gamma, self.eps
+        for step in range(steps):
+            noise, idx = self.streams.next()
+            batch = self.problem.data if self.full else tree_map(lambda t: _rows(t, idx), self.problem.data)
+            g, loss = self._grad_u(w, batch)
+            w_new = w - self.half_eps * g + self.root_eps * noise
+            losses[:, step] = loss
+            if acceptance_every and (step + 1) % acceptance_every == 0:
+                g_new, loss_new = self._grad_u(w_new, batch)
                 log_alpha = (
                     nbeta * (loss - loss_new)
                     + 0.5 * gamma * (((w - w0) ** 2).sum(1) - ((w_new - w0) ** 2).sum(1))
-                    - ((w - w_new + half_eps * g_new) ** 2).sum(1) / (2 * eps)
+                    - ((w - w_new + self.half_eps * g_new) ** 2).sum(1) / (2 * eps)
                     + 0.5 * (noise**2).sum(1)
                 )
-                checks[:, (draw + 1) // acceptance_every - 1] = log_alpha.clamp(max=0).exp()
-        w = w_new
-        tick()
-    displacement = (w - w0).double().pow(2).mean(1).sqrt()
-    return _ChainRun(losses.double().numpy(), checks.double().numpy(), displacement.numpy())
+                checks[:, (step + 1) // acceptance_every - 1] = log_alpha.clamp(max=0).exp()
+            w = w_new
+            tick()
+        self.w = w
+        displacement = (w - w0).double().pow(2).mean(1).sqrt()
+        return _ChainRun(losses.double().numpy(), checks.double().numpy(), displacement.numpy())
 
 
 def _diverged(losses: np.ndarray, init_loss: float, nbeta: float, dim: int, factor: float) -> np.ndarray:
@@ -580,6 +715,48 @@ def _below_start(excess: np.ndarray) -> bool:
     return bool(excess.mean() < 0 and excess.mean() < -3 * _batch_means_stderr(excess))
 
 
+def _localization_check(
+    run: _ChainRun, problem: _Problem, nbeta: float, init_loss: float, config: SGLDConfig
+) -> tuple[float, float, bool]:
+    """(λ̂ of the healthy localization-check chains, 1 − that / λ̂ of the healthy main chains, whether
+    the two λ̂ differ by more than 2 combined standard errors (std over chains / √chains each)); NaNs
+    and False without check chains, with fewer than 2 healthy chains on either side or λ̂ ≤ 0."""
+    if config.check_localization_chains == 0:
+        return math.nan, math.nan, False
+    diverged = _diverged(run.losses, init_loss, nbeta, problem.dim, config.divergence_factor)
+    per_chain = nbeta * (run.losses.mean(axis=1) - init_loss)
+    main, check = slice(0, config.num_chains), slice(config.num_chains, None)
+    ours, theirs = per_chain[main][~diverged[main]], per_chain[check][~diverged[check]]
+    if ours.size < 2 or theirs.size < 2 or ours.mean() <= 0:
+        return math.nan, math.nan, False
+    main_llc, check_llc = float(ours.mean()), float(theirs.mean())
+    se = math.hypot(ours.std(ddof=1) / math.sqrt(ours.size), theirs.std(ddof=1) / math.sqrt(theirs.size))
+    return check_llc, 1 - check_llc / main_llc, abs(main_llc - check_llc) > 2 * se
+
+
+def _drift(excess: np.ndarray) -> tuple[float, float]:
+    """(mean of the last quarter of draws − mean of the third quarter, that difference over
+    √(se₃² + se₄²), each quarter's standard error by batch means); (nan, nan) with fewer than 8 draws."""
+    quarter = excess.size // 4
+    if quarter < 2:
+        return math.nan, math.nan
+    third, last = excess[-2 * quarter : -quarter], excess[-quarter:]
+    diff = float(last.mean() - third.mean())
+    se = math.hypot(_batch_means_stderr(third), _batch_means_stderr(last))
+    return diff, (diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff)))
+
+
+def _pooled_drift(drift: np.ndarray) -> float:
+    """The chains' mean drift over its standard error across chains (independent, so autocorrelation
+    within a chain cannot fake significance); NaN with fewer than 2 chains."""
+    drift = drift[np.isfinite(drift)]
+    if drift.size < 2:
+        return math.nan
+    se = float(drift.std(ddof=1)) / math.sqrt(drift.size)
+    mean = float(drift.mean())
+    return mean / se if se > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean))
+
+
 def _choose(epsilons: tuple[float, ...], acceptance: np.ndarray, target: float) -> tuple[float, str]:
     """The auto-ε rule (module docstring) on a sweep's acceptances."""
     below = np.flatnonzero(acceptance < target)
@@ -598,10 +775,10 @@ def _sweep(
 ) -> EpsilonSweep:
     epsilons = config.auto_epsilons
     burnin = config.auto_steps // 2
-    run = _sgld(
-        problem, torch.tensor(epsilons, dtype=torch.float64), nbeta, config.localization, config.batch_size,
-        config.seed, _SWEEP_STREAM, burnin, config.auto_steps - burnin, 2, tick,
-    )
+    chains = _Chains(problem, torch.tensor(epsilons, dtype=torch.float64), nbeta, config.localization,
+                     config.batch_size, config.seed, _SWEEP_STREAM)
+    chains.run(burnin, 0, tick)
+    run = chains.run(config.auto_steps - burnin, 2, tick)
     diverged = _diverged(run.losses, init_loss, nbeta, problem.dim, config.divergence_factor)
     acceptance = np.where(diverged, 0.0, np.nan_to_num(run.acceptance.mean(axis=1), nan=0.0))
     llc = np.where(diverged, np.nan, nbeta * (run.losses.mean(axis=1) - init_loss))
@@ -627,7 +804,9 @@ def _prepare(loss_fn: LossFn, params: Any, data: Any, config: SGLDConfig) -> tup
 
 
 def _top_curvature(problem: _Problem, nbeta: float, config: SGLDConfig) -> float:
-    """κ_max = nβ |μ_max(∇²L_B(w*))| + γ on one minibatch B (seeded by ``config.seed``), by Lanczos."""
+    """κ_max = nβ |μ_max(∇²L_B(w*))| + γ on one minibatch B (seeded by ``config.seed``), by Lanczos;
+    a Hessian that is 0 (a deep linear network at w* = 0, where the loss starts at third or higher
+    order) gives κ_max = γ rather than an ARPACK error."""
     rows = min(config.batch_size or problem.n, problem.n)
     pick = torch.randperm(problem.n, generator=torch.Generator().manual_seed(config.seed))[:rows]
     batch = tree_map(lambda t: t[pick], problem.data)
@@ -636,7 +815,10 @@ def _top_curvature(problem: _Problem, nbeta: float, config: SGLDConfig) -> float
         top = abs(float(operator.matvec(np.ones(1))[0]))
     else:
         start = np.random.default_rng(config.seed).standard_normal(problem.dim)
-        top = float(np.abs(eigsh(operator, k=1, which="LM", tol=1e-3, v0=start, return_eigenvectors=False)).max())
+        if not np.any(operator.matvec(start)):  # Hessian 0 (e.g. a deep linear network at w* = 0): ARPACK fails
+            top = 0.0
+        else:
+            top = float(np.abs(eigsh(operator, k=1, which="LM", tol=1e-3, v0=start, return_eigenvectors=False)).max())
     if not math.isfinite(top):
         raise NonFiniteError(f"the loss curvature at the given parameters is {top}")
     return nbeta * top + config.localization
@@ -658,8 +840,8 @@ def hvp_operator(fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor) ->
 def choose_epsilon(loss_fn: LossFn, params: Any, data: Any, config: SGLDConfig = SGLDConfig()) -> EpsilonSweep:
     """Run the ``epsilon="auto"`` sweep alone (rule in the module docstring) and return it."""
     problem, nbeta, init_loss, kappa = _prepare(loss_fn, params, data, config)
-    with _progress(config, config.auto_steps) as tick:
-        return _sweep(problem, config, nbeta, init_loss, kappa, tick)
+    with _progress(config, config.auto_steps) as progress:
+        return _sweep(problem, config, nbeta, init_loss, kappa, progress.tick)
 
 
 def estimate_llc(loss_fn: LossFn, params: Any, data: Any, config: SGLDConfig = SGLDConfig()) -> LLCResult:
@@ -673,23 +855,65 @@ def estimate_llc(loss_fn: LossFn, params: Any, data: Any, config: SGLDConfig = S
     """
     start = time.perf_counter()
     problem, nbeta, init_loss, kappa = _prepare(loss_fn, params, data, config)
-    steps = config.num_burnin + config.num_draws
     auto = config.epsilon == "auto"
-    with _progress(config, steps + (config.auto_steps if auto else 0)) as tick:
-        sweep = _sweep(problem, config, nbeta, init_loss, kappa, tick) if auto else None
+    planned = (config.auto_steps if auto else 0) + (config.num_burnin or 0) + config.num_draws
+    with _progress(config, planned) as progress:
+        sweep = _sweep(problem, config, nbeta, init_loss, kappa, progress.tick) if auto else None
         epsilon = sweep.chosen if sweep is not None else float(config.epsilon)
-        run = _sgld(
-            problem, torch.full((config.num_chains,), epsilon, dtype=torch.float64), nbeta, config.localization,
-            config.batch_size, config.seed, _MAIN_STREAM, config.num_burnin, config.num_draws,
-            config.acceptance_every, tick,
-        )
-    return _result(run, problem, nbeta, init_loss, kappa, epsilon, config, sweep, time.perf_counter() - start)
+        gamma = [config.localization] * config.num_chains
+        gamma += [config.localization * config.check_localization_factor] * config.check_localization_chains
+        chains = _Chains(problem, torch.full((len(gamma),), epsilon, dtype=torch.float64), nbeta,
+                         torch.tensor(gamma), config.batch_size, config.seed, _MAIN_STREAM)
+        phases = _burn_in(chains, epsilon, auto, config, nbeta, init_loss, problem.dim, progress)
+        run = chains.run(config.num_draws, config.acceptance_every, progress.tick)
+    return _result(run, problem, nbeta, init_loss, kappa, phases, config, sweep, time.perf_counter() - start)
+
+
+def auto_burnin(epsilon: float, config: SGLDConfig) -> int:
+    """The burn-in ``num_burnin=None`` runs at step size ε (module docstring): ``burnin_relaxations``
+    relaxation times 1/(εγ) of the localization, within [``min_burnin``, ``max_burnin``]."""
+    if config.localization <= 0:
+        return config.max_burnin
+    steps = math.ceil(config.burnin_relaxations / (epsilon * config.localization))
+    return int(min(config.max_burnin, max(config.min_burnin, steps)))
+
+
+def _burn_in(
+    chains: _Chains, epsilon: float, auto: bool, config: SGLDConfig, nbeta: float, init_loss: float, dim: int,
+    progress: _Progress,
+) -> tuple[BurninPhase, ...]:
+    """Burn the chains in; with ``epsilon="auto"``, lower ε and burn in again while the chains'
+    acceptance over the second half of a phase is below ``retune_acceptance`` (module docstring)."""
+    phases = []
+    for phase in range(1 + (config.max_retunes if auto else 0)):
+        steps = config.num_burnin if config.num_burnin is not None else auto_burnin(epsilon, config)
+        check = auto and phase < config.max_retunes
+        progress.extend(steps - (config.num_burnin if phase == 0 and config.num_burnin is not None else 0))
+        first = chains.run(steps // 2, 0, progress.tick)
+        second = chains.run(steps - steps // 2, config.acceptance_every if check else 0, progress.tick)
+        acceptance = math.nan
+        if check and second.acceptance.size:
+            main = config.num_chains  # the localization-check chains follow the main ones and do not steer ε
+            losses = np.concatenate([first.losses[:main], second.losses[:main]], axis=1)
+            healthy = ~_diverged(losses, init_loss, nbeta, dim, config.divergence_factor)
+            acceptance = float(second.acceptance[:main][healthy].mean()) if healthy.any() else 0.0
+        phases.append(BurninPhase(epsilon, steps, acceptance))
+        if not check or not acceptance < config.retune_acceptance:
+            break
+        # MALA's rejection rate grows about as ε^(3/2): aim the next phase at target_acceptance
+        epsilon *= ((1 - config.target_acceptance) / max(1 - acceptance, 1e-12)) ** (2 / 3)
+        chains.set_epsilon(torch.full_like(chains.eps, epsilon, dtype=torch.float64))
+    return tuple(phases)
 
 
 def _result(
-    run: _ChainRun, problem: _Problem, nbeta: float, init_loss: float, kappa: float, epsilon: float,
-    config: SGLDConfig, sweep: EpsilonSweep | None, seconds: float,
+    run: _ChainRun, problem: _Problem, nbeta: float, init_loss: float, kappa: float,
+    phases: tuple[BurninPhase, ...], config: SGLDConfig, sweep: EpsilonSweep | None, seconds: float,
 ) -> LLCResult:
+    epsilon = phases[-1].epsilon
+    check_llc, check_shift, check_significant = _localization_check(run, problem, nbeta, init_loss, config)
+    main = config.num_chains
+    run = _ChainRun(run.losses[:main], run.acceptance[:main], run.displacement[:main])
     diverged = _diverged(run.losses, init_loss, nbeta, problem.dim, config.divergence_factor)
     healthy = np.flatnonzero(~diverged)
     excess = run.losses - init_loss
@@ -698,6 +922,14 @@ def _result(
     acceptance = np.where(diverged, np.nan, run.acceptance.mean(axis=1) if run.acceptance.size else np.nan)
     acc_mean = float(np.mean(acceptance[healthy])) if healthy.size and run.acceptance.size else math.nan
     acc_ok = math.isnan(acc_mean) or config.min_acceptance <= acc_mean <= config.max_acceptance
+    drift = np.array([_drift(excess[c]) if not diverged[c] else (math.nan, math.nan) for c in range(diverged.size)])
+    drift_llc, drift_z = nbeta * drift[:, 0], drift[:, 1]
+    pooled = _pooled_drift(drift_llc[healthy])
+    if abs(pooled) > config.max_drift_t:  # a drift shared by the chains: name those that show it alone
+        named = [int(c) for c in healthy if drift_z[c] * pooled > 0 and abs(drift_z[c]) > config.max_drift_z]
+        nonstationary = tuple(named) or tuple(int(c) for c in healthy)
+    else:
+        nonstationary = ()
 
     warnings = []
     if sweep is not None and sweep.note:
@@ -732,6 +964,20 @@ def _result(
             f"against a scale of {scale:.2g}): epsilon = {epsilon:.3g} is too small or the run too short, "
             "so the estimate says nothing about the LLC"
         )
+    if nonstationary:
+        warnings.append(
+            f"the chains are not stationary: λ̂ over the last quarter of draws differs from the third quarter's by "
+            f"{float(np.mean(drift_llc[healthy])):+.3g} on average over the chains ({pooled:+.1f} standard errors "
+            f"across chains; chains {list(nonstationary)} show it beyond {config.max_drift_z:g} se alone), so λ̂ may be "
+            "biased by more than its ± shows; run a longer burn-in (num_burnin)"
+        )
+    if check_significant and check_shift > config.max_localization_shift:
+        warnings.append(
+            f"λ̂ depends on the localization: {config.check_localization_chains} chains at γ = "
+            f"{config.localization * config.check_localization_factor:g} give {check_llc:.4g}, {check_shift:.0%} below "
+            f"λ̂ at γ = {config.localization:g} (more than {config.max_localization_shift:.0%}): γ confines flat "
+            "directions of this singular point, so λ̂ may be biased (usually low) by more than its ± shows"
+        )
     if not acc_ok:
         warnings.append(
             f"mean MALA acceptance {acc_mean:.3f} is outside [{config.min_acceptance}, {config.max_acceptance}]: "
@@ -764,9 +1010,15 @@ def _result(
             top_curvature=kappa,
             step_curvature=epsilon * kappa,
             warnings=tuple(warnings),
+            nonstationary=nonstationary,
+            check_llc=check_llc,
+            localization_shift=check_shift,
+            drift=tuple(drift_llc.tolist()),
+            drift_z=tuple(drift_z.tolist()),
         ),
         sweep=sweep,
         seconds=seconds,
+        burnin=phases,
     )
 
 
@@ -807,20 +1059,24 @@ def estimate_llc_for_module(
         module.train(was_training)
 
 
+class _Progress:
+    """Reports (done, total) to ``config.progress`` about a hundred times, and at the last step;
+    ``extend`` adds steps to the total as they become known (the burn-in's phases)."""
+
+    def __init__(self, report: Callable[[int, int], None] | None, total: int):
+        self.report, self.total, self.done = report, total, 0
+
+    def extend(self, steps: int) -> None:
+        self.total += steps
+
+    def tick(self) -> None:
+        if self.report is None:
+            return
+        self.done += 1
+        if self.done % max(1, self.total // 100) == 0 or self.done == self.total:
+            self.report(self.done, self.total)
+
+
 @contextlib.contextmanager
-def _progress(config: SGLDConfig, total: int) -> Iterator[Callable[[], None]]:
-    """Yield a per-step callback that reports (done, total) to ``config.progress`` about a hundred
-    times, and at the last step; or does nothing."""
-    report = config.progress
-    if report is None:
-        yield lambda: None
-        return
-    every, done = max(1, total // 100), 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if done % every == 0 or done == total:
-            report(done, total)
-
-    yield tick
+def _progress(config: SGLDConfig, total: int) -> Iterator[_Progress]:
+    yield _Progress(config.progress, total)
