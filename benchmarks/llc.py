@@ -22,6 +22,12 @@
   samplers the difference is within one combined se only about two times in three, so both the
   ratio ``devinterp_z`` and the verdict are reported).
 
+- **compress** (``compress_seconds``): ``slt.compress.compress`` on the nanda-size transformer over
+  all 12,769 pairs (target ≤ 10 s).
+- **Refined LLC** (``restrict_all_components_seconds``): ``llc --restrict all-components`` on 8
+  log-spaced checkpoints of a quick-preset run trained in the benchmark (training not timed), with
+  the demo's short-chain settings: 7 components × 8 checkpoints (target ≤ 3 minutes).
+
 Conventions, checked in devinterp's source (``devinterp/optim/sgld.py``,
 ``devinterp/slt/sampler.py``, ``devinterp/slt/llc.py``): its SGLD step is
 w ← w − (lr/2)[nβ ∇L_m(w) + γ(w − w₀)] + √lr N(0, 1), exactly ours with ε = lr (same 1/2, same
@@ -167,6 +173,52 @@ def thread_timing(epsilon: float) -> dict[str, float]:
     return seconds
 
 
+def compress_nanda() -> dict[str, Any]:
+    """``compress_seconds``: ``slt.compress.compress`` on the nanda-size transformer (p = 113,
+    d_model 128, 4 heads × 32, d_mlp 512, float32) over all 12,769 pairs, at its initialisation
+    (seed 0; a trained checkpoint is in README → Results), median of 3 calls."""
+    from progsynth.models.transformer import Transformer, TransformerConfig
+    from progsynth.slt.compress import compress
+    from progsynth.tasks.modular import ModularTask, modular_dataset
+
+    tokens = modular_dataset(ModularTask(p=113, op="add", train_fraction=0.3, split_seed=0)).tokens()
+    model = Transformer(TransformerConfig(p=113), torch.Generator().manual_seed(0))
+    compress(model, tokens[:64])  # warm-up
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        found = compress(model, tokens)
+        times.append(time.perf_counter() - started)
+    return {"seconds": sorted(times)[1], "params_before": found.params_before, "params_after": found.params_after,
+            "counts": found.counts, "max_output_diff": found.max_output_diff}
+
+
+def restricted_quick() -> dict[str, Any]:
+    """``restrict_all_components_seconds``: ``progsynth llc RUN --restrict all-components`` on 8
+    log-spaced checkpoints of a freshly trained quick-preset run (trained here, not timed) with the
+    demo's short-chain settings (``progsynth.demo.DEMO_LLC``): 7 components × 8 checkpoints."""
+    import tempfile
+    from pathlib import Path
+
+    from progsynth.demo import DEMO_LLC, DEMO_LLC_CHECKPOINTS, log_spaced
+    from progsynth.runs.config import preset
+    from progsynth.runs.store import RunStore
+    from progsynth.runs.train import train
+    from progsynth.slt.run_llc import estimate_run_llc
+
+    with tempfile.TemporaryDirectory() as folder:
+        run = Path(folder) / "quick"
+        train(preset("quick"), run)
+        steps = log_spaced(RunStore.open(run).checkpoint_steps(), DEMO_LLC_CHECKPOINTS)
+        started = time.perf_counter()
+        result = estimate_run_llc(run, steps, DEMO_LLC, restrict="all-components")
+        seconds = time.perf_counter() - started
+    table = result.table
+    return {"seconds": seconds, "estimates": len(result.computed), "steps": steps,
+            "components": sorted(set(table["restrict"])),
+            "final": {r.restrict: r.llc for r in table[table["step"] == steps[-1]].itertuples()}}
+
+
 def main() -> None:
     require_devinterp()
     torch.set_num_threads(HEADLINE_THREADS)
@@ -177,6 +229,8 @@ def main() -> None:
     regular["rel_error"] = (regular["llc_mean"] - regular["d_over_2"]) / regular["d_over_2"]
     side = compare(rows[0]["sweep_epsilon"])
     threads = thread_timing(rows[0]["sweep_epsilon"])
+    squeezed = compress_nanda()
+    refined = restricted_quick()
 
     print(f"LLC estimator, automatic defaults (SGLDConfig()), n = {N}, torch threads = {HEADLINE_THREADS}")
     print(f"{'model':<22} {'rank':>4} {'d':>5} {'λ exact':>8} {'λ̂':>8} {'se':>6} {'rel err':>8} "
@@ -197,6 +251,12 @@ def main() -> None:
           f"speedup {side['speedup']:.1f}x")
     print(f"progsynth at 1 / 2 threads (8 chains, 300 steps): {threads['1_thread']:.2f} s / {threads['2_thread']:.2f} s; "
           f"headline uses {HEADLINE_THREADS}")
+    print(f"\ncompress on the nanda-size transformer (all 12,769 pairs, float32, 1 thread): "
+          f"{squeezed['seconds']:.2f} s (target ≤ 10 s); {squeezed['params_before']:,} → {squeezed['params_after']:,} "
+          f"parameters, {squeezed['counts']}, outputs within {squeezed['max_output_diff']:.2g}")
+    print(f"llc --restrict all-components on {len(refined['steps'])} checkpoints of a quick run, demo settings: "
+          f"{refined['seconds']:.1f} s for {refined['estimates']} estimates (target ≤ 180 s); components "
+          f"{refined['components']}")
     print(f"total {time.perf_counter() - start:.0f} s")
 
     print(json.dumps({
@@ -205,6 +265,8 @@ def main() -> None:
         "devinterp_agree": side["agree"],
         "devinterp_z": side["z"],
         "llc_speedup": side["speedup"],
+        "compress_seconds": squeezed["seconds"],
+        "restrict_all_components_seconds": refined["seconds"],
         "threads": HEADLINE_THREADS,
         "thread_seconds": threads,
         "dln": rows,

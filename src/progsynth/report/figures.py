@@ -273,7 +273,8 @@ def refined_llc_curves(rows: pd.DataFrame, phases: Phases) -> ReportFigure:
         label = restrict if data == "train" else f"{restrict} ({data})"
         ax.errorbar(part["step"].to_numpy(dtype=float), part["llc"].to_numpy(dtype=float),
                     yerr=part["llc_stderr"].to_numpy(dtype=float), marker="o", ms=3, lw=1.2, capsize=2, label=label)
-    ax.set_ylabel("refined λ̂")
+    ax.set_ylabel("refined λ̂ (symmetric log)")
+    ax.set_yscale("symlog", linthresh=1.0)  # components differ by orders of magnitude; 0 stays visible
     ax.legend(fontsize=7, ncol=4, loc="best")
     _step_axis(ax, steps)
     _shade_phases(ax, phases)
