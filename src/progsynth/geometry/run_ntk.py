@@ -48,14 +48,14 @@ import torch
 from torch import nn
 
 from progsynth.core.smooth import from_module
-from progsynth.errors import NotApplicableError, RunError
+from progsynth.errors import NotApplicableError
 from progsynth.geometry.factorisation import Factorisation, check_factorisation
 from progsynth.geometry.ntk import NTKConfig, choose_method, estimate_memory, frequency_content, ntk_spectrum
 from progsynth.interp.extract import extract, load_params
 from progsynth.interp.relabel import GroupGrid, RelabelError
 from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import MEASURES, RunStore, read_rows
-from progsynth.slt.run_llc import parse_steps
+from progsynth.slt.run_llc import chosen_steps
 
 __all__ = ["ANALYSIS", "SETTINGS", "settings_of", "RunNTK", "measure_run_ntk", "ntk_row", "factorisation",
            "load_ntk"]
@@ -192,16 +192,13 @@ def measure_run_ntk(
     config.validate()
     store = RunStore.open(run)
     with store.writer():  # one measuring process at a time, so no step is measured twice
-        available = store.checkpoint_steps()
-        if not available:
-            raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to measure the NTK at")
-        chosen = parse_steps(None, available) if steps is None else parse_steps(",".join(map(str, steps)), available)
+        chosen = chosen_steps(store, steps, "measure the NTK at")
         experiment = Experiment(store.config())
         rows = config.rows(int(experiment.inputs.shape[0]))
         estimate = estimate_memory(experiment.module_template, experiment.init_params(0), experiment.inputs[rows],
                                    config.top)
         choose_method(estimate, config.method, config.top, config.max_memory_bytes)  # refuses before any work
-        program = _final_program(experiment, store, available[-1])
+        program = _final_program(experiment, store, store.checkpoint_steps()[-1])
         done_rows = _same_program(load_ntk(store.path, config), program)
         done = set(done_rows.get("step", pd.Series(dtype=int)).tolist())
         todo = [s for s in chosen if s not in done]

@@ -434,7 +434,9 @@ def _parallel(layer: _Layer, tol: float, sign: int) -> list[tuple[int, int, floa
     return pairs
 
 
-def _merge_duplicates(net: _Net, i: int, tol: float, log: _Log) -> list[int]:
+def _duplicates(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _Log) -> list[int]:
+    """Merge each unit whose incoming weights are a scale of another's that the activation commutes
+    with into that unit (module docstring); returns the merged-away units."""
     layer, A = net.layers[i], net.outgoing(i)
     signs = (1, -1) if layer.kind in ("tanh", "square") else (1,)
     gone: set[int] = set()
@@ -451,10 +453,12 @@ def _merge_duplicates(net: _Net, i: int, tol: float, log: _Log) -> list[int]:
     return sorted(gone)
 
 
-def _reduce_linear_pairs(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _Log) -> list[int]:
+def _linear_pairs(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _Log) -> list[int]:
     """Rebuild a layer's linear pairs at the rank of the linear map they compute (module docstring);
-    Z holds the layer's pre-activations on the data, to centre the rebuilt pairs there."""
+    Z holds the layer's pre-activations on the data, to centre the rebuilt pairs there. ReLU only."""
     layer, A = net.layers[i], net.outgoing(i)
+    if layer.kind != "relu":
+        return []
     pairs, used = [], set()
     for a, b, c in _parallel(layer, tol, -1):
         if a in used or b in used:
@@ -505,52 +509,58 @@ def _reduce_linear_pairs(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _L
     return gone
 
 
-def _reduce_layer(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _Log) -> bool:
-    """One round of the exact reductions on layer i, with Z its pre-activations on the data."""
-    if _inert(net, i):
-        return False
-    layer, changed = net.layers[i], False
-    if layer.kind == "relu":
-        dead = torch.nonzero(Z.amax(0) <= 0).flatten().tolist()
-        if dead:
-            log.add(layer, "dead", dead)
-            Z = Z[:, _remove(net, i, dead)]
-            changed = True
-    if _inert(net, i):
-        return changed
+def _dead(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _Log) -> list[int]:
+    """ReLU units whose pre-activation is ≤ 0 on every row (logged; the caller removes them)."""
+    layer = net.layers[i]
+    dead = torch.nonzero(Z.amax(0) <= 0).flatten().tolist() if layer.kind == "relu" else []
+    if dead:
+        log.add(layer, "dead", dead)
+    return dead
+
+
+def _zero_out(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _Log) -> list[int]:
+    """Units whose effective outgoing weights are zero (within tolerance)."""
     size = net.effective_outgoing(i).abs().amax(1)
     zero = torch.nonzero(size <= tol * size.max()).flatten().tolist()
     if zero:
-        log.add(layer, "zero-out", zero)
-        Z = Z[:, _remove(net, i, zero)]
-        changed = True
-    if _inert(net, i):
-        return changed
+        log.add(net.layers[i], "zero-out", zero)
+    return zero
+
+
+def _constant(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _Log) -> list[int]:
+    """Units with zero incoming weights: their constant output is folded into the next bias (or,
+    without one, only units contributing exactly 0 go)."""
+    layer = net.layers[i]
     size = layer.W.abs().amax(0)
     constant = torch.nonzero(size <= tol * size.max()).flatten().tolist()
-    if constant:
-        values = layer.fn(layer.b[constant]) if layer.b is not None else torch.zeros(len(constant), dtype=_F64,
-                                                                                   device=layer.W.device)
-        contribution = values.unsqueeze(1) * net.outgoing(i)[constant]
-        can_fold = net.next_bias(i) is not None
-        go = [j for n, j in enumerate(constant) if can_fold or not contribution[n].any()]
-        if go:
-            if can_fold:
-                net.add_to_next_bias(i, contribution.sum(0))
-            shown = ", ".join(f"{float(v):.6g}" for v in values[:8]) + (", …" if len(constant) > 8 else "")
-            log.add(layer, "constant", go, detail=f"outputs σ(b) = {shown}; folded into the next bias")
-            Z = Z[:, _remove(net, i, go)]
-            changed = True
-    if _inert(net, i):
-        return changed
-    merged = _merge_duplicates(net, i, tol, log)
-    if merged:
-        Z = Z[:, _remove(net, i, merged)]
-        changed = True
-    if layer.kind == "relu" and not _inert(net, i):
-        gone = _reduce_linear_pairs(net, i, Z, tol, log)
+    if not constant:
+        return []
+    values = layer.fn(layer.b[constant]) if layer.b is not None else torch.zeros(len(constant), dtype=_F64,
+                                                                               device=layer.W.device)
+    contribution = values.unsqueeze(1) * net.outgoing(i)[constant]
+    can_fold = net.next_bias(i) is not None
+    go = [j for n, j in enumerate(constant) if can_fold or not contribution[n].any()]
+    if go:
+        if can_fold:
+            net.add_to_next_bias(i, contribution.sum(0))
+        shown = ", ".join(f"{float(v):.6g}" for v in values[:8]) + (", …" if len(constant) > 8 else "")
+        log.add(layer, "constant", go, detail=f"outputs σ(b) = {shown}; folded into the next bias")
+    return go
+
+
+_EXACT = (_dead, _zero_out, _constant, _duplicates, _linear_pairs)
+"""The exact reductions of one layer, in ``KINDS`` order; each logs and returns the units to remove."""
+
+
+def _reduce_layer(net: _Net, i: int, Z: torch.Tensor, tol: float, log: _Log) -> bool:
+    """One round of the exact reductions on layer i, with Z its pre-activations on the data."""
+    changed = False
+    for reduction in _EXACT:
+        if _inert(net, i):
+            break
+        gone = reduction(net, i, Z, tol, log)
         if gone:
-            _remove(net, i, gone)
+            Z = Z[:, _remove(net, i, gone)]
             changed = True
     return changed
 

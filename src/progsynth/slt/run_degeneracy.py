@@ -32,12 +32,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from progsynth.errors import ConfigError, RunError
+from progsynth.errors import ConfigError
 from progsynth.runs.experiment import Experiment
 from progsynth.runs.store import RunStore
 from progsynth.slt.compress import compress
 from progsynth.slt.degeneracy import jacobian_rank
-from progsynth.slt.run_llc import parse_steps
+from progsynth.slt.run_llc import chosen_steps
 from progsynth.tasks.common import sample_rows
 
 __all__ = ["ANALYSIS", "DegeneracySettings", "RunDegeneracy", "degeneracy_row", "measure_run_degeneracy",
@@ -124,10 +124,7 @@ def measure_run_degeneracy(run: str | Path, steps: Sequence[int] | None = None,
     settings.validate()
     store = RunStore.open(run)
     with store.writer():  # one measuring process at a time, so no step is measured twice
-        available = store.checkpoint_steps()
-        if not available:
-            raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to measure")
-        chosen = parse_steps(None if steps is None else ",".join(map(str, steps)), available)
+        chosen = chosen_steps(store, steps, "measure")
         done = set(load_degeneracy(store.path, settings).get("step", pd.Series(dtype=int)).tolist())
         todo = [s for s in chosen if s not in done]
         experiment = Experiment(store.config()) if todo else None

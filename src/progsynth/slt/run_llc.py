@@ -46,7 +46,7 @@ from progsynth.runs.store import RunStore, _summarise
 from progsynth.slt.llc import LLCResult, SGLDConfig, estimate_llc_for_module
 from progsynth.slt.restrict import ALL_COMPONENTS, component_names, resolve, restricted_module
 
-__all__ = ["ANALYSIS", "SETTINGS", "DATA", "RunLLC", "estimate_run_llc", "estimate_steps", "estimates_of", "llc_checkpoint",
+__all__ = ["ANALYSIS", "SETTINGS", "DATA", "RunLLC", "chosen_steps", "estimate_run_llc", "estimate_steps", "estimates_of", "llc_checkpoint",
            "load_llc", "parse_steps", "refined_rows", "restrictions"]
 
 ANALYSIS = "llc"
@@ -90,6 +90,15 @@ def parse_steps(text: str | None, available: Sequence[int]) -> list[int]:
     if missing:
         raise RunError(f"no checkpoint at step {', '.join(map(str, missing))}; available: {_summarise(list(available))}")
     return sorted(set(steps))
+
+
+def chosen_steps(store: RunStore, steps: Sequence[int] | None, purpose: str) -> list[int]:
+    """The scheduled checkpoints of ``store`` that ``steps`` names (None: all of them): RunError when
+    the run has none (``purpose`` says for what) or a step is not on disk."""
+    available = store.checkpoint_steps()
+    if not available:
+        raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to {purpose}")
+    return parse_steps(None if steps is None else ",".join(map(str, steps)), available)
 
 
 def settings_of(config: SGLDConfig) -> dict[str, Any]:
@@ -217,10 +226,7 @@ def estimate_steps(store: RunStore, steps: Sequence[int] | None, config: SGLDCon
                    data: str = "train") -> RunLLC:
     """``estimate_run_llc`` for a caller that already holds the run's write lock."""
     _check_data(data)
-    available = store.checkpoint_steps()
-    if not available:
-        raise RunError(f"run {str(store.path)!r} has no scheduled checkpoints to estimate the LLC at")
-    chosen = parse_steps(None, available) if steps is None else parse_steps(",".join(map(str, steps)), available)
+    chosen = chosen_steps(store, steps, "estimate the LLC at")
     experiment = Experiment(store.config())
     todo: list[tuple[str | None, int]] = []
     skipped: list[int] = []
