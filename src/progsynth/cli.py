@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
@@ -911,7 +912,10 @@ def _llc_text(row: dict[str, Any]) -> str:
     """One line per estimate: λ̂ ± se, ε, acceptance and any warnings."""
     what = "" if row.get("restrict") is None else f" [{row['restrict']}, {row['params_sampled']} weights]"
     data = "" if row.get("data") in (None, "train") else f" [{row['data']} rows]"
-    text = (f"step {row['step']:>7}{what}{data}: λ̂ = {row['llc']:.4g} ± {row['llc_stderr']:.2g}  "
+    systematic = row.get("llc_systematic")
+    total = (f" (± {math.hypot(row['llc_stderr'], systematic):.2g} with the localization's systematic)"
+             if isinstance(systematic, float) and math.isfinite(systematic) else "")
+    text = (f"step {row['step']:>7}{what}{data}: λ̂ = {row['llc']:.4g} ± {row['llc_stderr']:.2g}{total}  "
             f"(ε {row['epsilon']:.3g}, nβ {row['nbeta']:.4g}, acceptance {row['acceptance']:.2f})")
     return "\n".join([text] + [f"    warning: {w}" for w in row["warnings"]])
 
@@ -950,7 +954,8 @@ def llc(
             result = estimate_run_llc(run, steps, config, progress=update, restrict=restrict, data=data)
     except ProgsynthError as error:
         fail(error)
-    columns = ["step", "restrict", "data", "params_sampled", "llc", "llc_stderr", "llc_std", "epsilon", "nbeta",
+    columns = ["step", "restrict", "data", "params_sampled", "llc", "llc_stderr", "llc_systematic", "llc_std", "epsilon",
+               "nbeta",
                "localization", "init_loss", "acceptance", "diverged_chains", "warnings"]
     rows = [{k: row.get(k) for k in columns} for row in result.table.to_dict("records")]
     for row in rows:  # fields that rows written before the refined LLC lack (NaN in the table)
@@ -1005,7 +1010,8 @@ def llc_dln(
                            "warnings": list(r.diagnostics.warnings)}}
     text = "\n".join([
         f"DLN widths {check.widths}, rank {check.rank}: d = {r.num_params}, n = {r.n}",
-        f"λ̂ = {r.llc_mean:.4g} ± {r.llc_stderr:.2g} (se over {len(r.llc_per_chain)} chains)   "
+        f"λ̂ = {r.llc_mean:.4g} ± {r.llc_stderr:.2g} (se over {len(r.llc_per_chain)} chains; "
+        f"± {r.llc_uncertainty:.2g} with the localization's systematic {r.llc_systematic:.2g})   "
         f"Aoyagi λ = {check.exact:g}   relative error {check.rel_error:+.1%}",
         f"ε {r.epsilon:.3g}, nβ {r.nbeta:.4g}, γ {r.localization:g}, acceptance {r.diagnostics.acceptance_mean:.2f}, "
         f"ε·κ_max {r.diagnostics.step_curvature:.2f}, {r.seconds:.1f} s",

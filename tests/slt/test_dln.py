@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -113,6 +114,8 @@ def test_sgld_on_a_small_dln_lands_within_5_percent_of_aoyagi():
     row = check.to_dict()
     assert row["lambda"] == 13.5 and row["burnin"][0]["steps"] > 300 and row["nonstationary"] == []
     assert row["localization_shift"] < 0.12
+    assert row["llc_systematic"] == pytest.approx(row["llc_mean"] * abs(row["localization_shift"]))
+    assert row["llc_uncertainty"] == pytest.approx(math.hypot(row["llc_stderr"], row["llc_systematic"]))
 
 
 def test_check_dln_llc_rejects_a_bad_data_seed():

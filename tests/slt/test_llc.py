@@ -311,9 +311,19 @@ def test_the_localization_check_is_quiet_on_a_regular_model_and_flags_a_singular
     off = estimate_llc(dln_loss, params, data, dataclasses.replace(QUICK, check_localization_chains=0))
     np.testing.assert_array_equal(off.loss_traces, regular.loss_traces)  # the check chains change nothing else
     assert math.isnan(off.diagnostics.localization_shift) and math.isnan(off.diagnostics.check_llc)
+    # the systematic uncertainty: |λ̂(γ) − λ̂(2γ)|, and the total ± beside the standard error
+    assert regular.llc_systematic == pytest.approx(abs(regular.llc_mean - regular.diagnostics.check_llc))
+    assert regular.llc_uncertainty == pytest.approx(math.hypot(regular.llc_stderr, regular.llc_systematic))
+    assert regular.llc_uncertainty >= regular.llc_stderr
+    row = json.loads(json.dumps(regular.to_dict()))
+    assert row["llc_systematic"] == regular.llc_systematic and row["llc_uncertainty"] == regular.llc_uncertainty
+    assert math.isnan(off.llc_systematic) and math.isnan(off.llc_uncertainty)  # not measured: not claimed
     # a deep network at w* = 0: λ = 3, and γ decides how far its flat directions reach
     generator = torch.Generator().manual_seed(0)
     zero = dln_true_solution([3, 3, 3, 3], 0, generator)
     flat = estimate_llc(dln_loss, zero, dln_data(zero, 2000, 0.1, generator), SGLDConfig(num_chains=4, num_draws=600))
     assert flat.diagnostics.localization_shift > 0.12
+    assert flat.llc_systematic == pytest.approx(flat.llc_mean * flat.diagnostics.localization_shift)
+    # the total ± now carries the γ-dependence the standard error misses
+    assert flat.llc_uncertainty >= flat.llc_systematic > max(0.12 * flat.llc_mean, 2 * flat.llc_stderr)
     assert any("depends on the localization" in w and "may be biased" in w for w in flat.diagnostics.warnings)

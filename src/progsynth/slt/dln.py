@@ -174,6 +174,8 @@ class DLNCheck:
             "lambda": self.exact,
             "llc_mean": self.result.llc_mean,
             "llc_stderr": self.result.llc_stderr,
+            "llc_systematic": self.result.llc_systematic,
+            "llc_uncertainty": self.result.llc_uncertainty,
             "rel_error": self.rel_error,
             "epsilon": self.result.epsilon,
             "nbeta": self.result.nbeta,

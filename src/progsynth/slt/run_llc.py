@@ -139,7 +139,7 @@ def _row(step: int, result: LLCResult, config: SGLDConfig, restrict: str | None,
     d = result.diagnostics
     return {
         "step": step, "analysis": ANALYSIS, "restrict": restrict, "data": data, "params_sampled": sampled,
-        "llc": result.llc_mean, "llc_stderr": result.llc_stderr,
+        "llc": result.llc_mean, "llc_systematic": result.llc_systematic, "llc_stderr": result.llc_stderr,
         "llc_std": result.llc_std, "llc_per_chain": result.llc_per_chain.tolist(), "epsilon": result.epsilon,
         "nbeta": result.nbeta, "localization": result.localization, "init_loss": result.init_loss,
         "llc_stderr_per_chain": result.llc_stderr_per_chain.tolist(), "acceptance": d.acceptance_mean,
