@@ -197,7 +197,9 @@ def compress_nanda() -> dict[str, Any]:
 def restricted_quick() -> dict[str, Any]:
     """``restrict_all_components_seconds``: ``progsynth llc RUN --restrict all-components`` on 8
     log-spaced checkpoints of a freshly trained quick-preset run (trained here, not timed) with the
-    demo's short-chain settings (``progsynth.demo.DEMO_LLC``): 7 components × 8 checkpoints."""
+    demo's short-chain settings (``progsynth.demo.DEMO_LLC``): 7 components × 8 checkpoints, at 2
+    torch threads, what the command uses on this 2-core machine (1 thread took 234 s against 164 s
+    at 2 in the run that set this)."""
     import tempfile
     from pathlib import Path
 
@@ -211,9 +213,11 @@ def restricted_quick() -> dict[str, Any]:
         run = Path(folder) / "quick"
         train(preset("quick"), run)
         steps = log_spaced(RunStore.open(run).checkpoint_steps(), DEMO_LLC_CHECKPOINTS)
+        torch.set_num_threads(2)
         started = time.perf_counter()
         result = estimate_run_llc(run, steps, DEMO_LLC, restrict="all-components")
         seconds = time.perf_counter() - started
+        torch.set_num_threads(HEADLINE_THREADS)
     table = result.table
     return {"seconds": seconds, "estimates": len(result.computed), "steps": steps,
             "components": sorted(set(table["restrict"])),
@@ -255,7 +259,7 @@ def main() -> None:
     print(f"\ncompress on the nanda-size transformer (all 12,769 pairs, float32, 1 thread): "
           f"{squeezed['seconds']:.2f} s (target ≤ 10 s); {squeezed['params_before']:,} → {squeezed['params_after']:,} "
           f"parameters, {squeezed['counts']}, outputs within {squeezed['max_output_diff']:.2g}")
-    print(f"llc --restrict all-components on {len(refined['steps'])} checkpoints of a quick run, demo settings: "
+    print(f"llc --restrict all-components on {len(refined['steps'])} checkpoints of a quick run, demo settings, 2 threads: "
           f"{refined['seconds']:.1f} s for {refined['estimates']} estimates (target ≤ 180 s); components "
           f"{refined['components']}")
     print(f"total {time.perf_counter() - start:.0f} s")

@@ -828,7 +828,9 @@ def _prepare(loss_fn: LossFn, params: Any, data: Any, config: SGLDConfig) -> tup
 def _top_curvature(problem: _Problem, nbeta: float, config: SGLDConfig) -> float:
     """κ_max = nβ |μ_max(∇²L_B(w*))| + γ on one minibatch B (seeded by ``config.seed``), by Lanczos;
     a Hessian that is 0 (a deep linear network at w* = 0, where the loss starts at third or higher
-    order) gives κ_max = γ rather than an ARPACK error."""
+    order) gives κ_max = γ rather than an ARPACK error. Eight Lanczos vectors (ARPACK's default is
+    20) reach the same top eigenvalue to its 1e-3 tolerance in 10-14 Hessian-vector products instead
+    of 22, which on the refined LLC's short chains was a third of each estimate's time."""
     rows = min(config.batch_size or problem.n, problem.n)
     pick = torch.randperm(problem.n, generator=torch.Generator().manual_seed(config.seed))[:rows]
     batch = tree_map(lambda t: t[pick], problem.data)
@@ -840,7 +842,7 @@ def _top_curvature(problem: _Problem, nbeta: float, config: SGLDConfig) -> float
         if not np.any(operator.matvec(start)):  # Hessian 0 (e.g. a deep linear network at w* = 0): ARPACK fails
             top = 0.0
         else:
-            top = float(np.abs(eigsh(operator, k=1, which="LM", tol=1e-3, v0=start, return_eigenvectors=False)).max())
+            top = float(np.abs(eigsh(operator, k=1, which="LM", tol=1e-3, ncv=8, v0=start, return_eigenvectors=False)).max())
     if not math.isfinite(top):
         raise NonFiniteError(f"the loss curvature at the given parameters is {top}")
     return nbeta * top + config.localization
