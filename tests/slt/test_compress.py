@@ -231,7 +231,7 @@ def test_embedding_mlp_compresses_both_hidden_layers(k, plan, seed):
     with torch.no_grad():
         probe.W_E.copy_(normal(g, 5, 3))
         probe.W_0.copy_(torch.eye(6, dtype=F64))
-    (X,) = probe.preactivations(tokens)
+    X = probe.preactivations(tokens)[0].detach()
     W0, b0, A0 = base_layer(g, X, k, 4)
     W0, b0, A0, _, extra0 = plant(g, X, W0, b0, A0, "relu", plan)
     H = torch.relu(X @ W0 + b0)
@@ -276,7 +276,7 @@ def test_transformer_mlp_compresses_to_the_planted_width(k, plan, seed):
     with torch.no_grad():
         probe.W_in.copy_(torch.eye(d_model, dtype=F64))
         probe.b_in.zero_()
-    (X,) = probe.preactivations(tokens)
+    X = probe.preactivations(tokens)[0].detach()
     W, b, A = base_layer(g, X, k, d_model)
     W, b, A, expect, extra = plant(g, X, W, b, A, "relu", plan)
     model = Transformer(replace(config, d_mlp=W.shape[1]), dtype=F64)
