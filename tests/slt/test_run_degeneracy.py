@@ -76,3 +76,5 @@ def test_other_settings_measure_again_and_keep_both(run: Path):
     assert first.computed == tuple(steps) and again.computed == () and other.computed == tuple(steps)
     assert "functional_dimension" not in first.table.columns or first.table["functional_dimension"].isna().all()
     assert len(RunStore.open(run).measures()) == 4
+    newest = load_degeneracy(run)  # the report's curve: the settings written last, never a mix
+    assert newest["degeneracy_config"].map(lambda c: c["tolerance"]).tolist() == [1e-3, 1e-3]

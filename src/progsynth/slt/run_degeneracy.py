@@ -105,13 +105,14 @@ def degeneracy_row(experiment: Experiment, params: dict[str, torch.Tensor],
 
 
 def load_degeneracy(run: str | Path, settings: DegeneracySettings | None = None) -> pd.DataFrame:
-    """The run's degeneracy rows (all, or those with ``settings``), newest per step, ascending."""
+    """The run's degeneracy rows with ``settings`` (default: those of the row written last, so a
+    curve never mixes tolerances), newest per step, ascending."""
     table = RunStore.open(run).measures()
     if table.empty or "analysis" not in table.columns:
         return pd.DataFrame()
     rows = table[table["analysis"] == ANALYSIS]
-    if settings is not None and not rows.empty:
-        wanted = settings.to_dict()
+    if not rows.empty:
+        wanted = settings.to_dict() if settings is not None else rows["degeneracy_config"].iloc[-1]
         rows = rows[[isinstance(c, dict) and c == wanted for c in rows["degeneracy_config"]]]
     return rows.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
 
