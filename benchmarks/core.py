@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from progsynth.core.allocator import keep_freed_memory
 from progsynth.core.boolean import PACKED_BACKEND, Circuit, pack, unpack
 
 # Threads at which ``lens_over_torch`` is reported. The benchmark machine has 2 cores shared with
@@ -194,6 +195,7 @@ def bench_packed_eval(examples: int = 1 << 20, rounds: int = 9, seed: int = 0) -
 
 
 def main() -> None:
+    keep_freed_memory()  # as `progsynth` and the training loop do (core.allocator: opt-in)
     step, packed = bench_lens_step(), bench_packed_eval()
     print(f"{'benchmark':<52}{'progsynth':>12}{'reference':>12}{'ratio':>10}")
     print(f"{'MLP 784-256-10 Adam step, batch 256 (ms)':<52}{step['lens_ms']:>12.3f}{step['torch_ms']:>12.3f}"

@@ -61,6 +61,7 @@ from typing import Any
 
 import torch
 
+from progsynth.core.allocator import keep_freed_memory
 from progsynth.models.linear import dln_module
 from progsynth.slt.dln import check_dln_llc, dln_loss, dln_problem
 from progsynth.slt.llc import LLCResult, SGLDConfig, default_nbeta, estimate_llc, squared_error
@@ -225,6 +226,7 @@ def restricted_quick() -> dict[str, Any]:
 
 
 def main() -> None:
+    keep_freed_memory()  # as `progsynth` and the training loop do (core.allocator: opt-in)
     require_devinterp()
     torch.set_num_threads(HEADLINE_THREADS)
     start = time.perf_counter()

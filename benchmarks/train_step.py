@@ -59,6 +59,7 @@ from progsynth.models.transformer import (  # noqa: E402
     TransformerConfig,
 )
 from progsynth.tasks.modular import ModularTask, modular_dataset  # noqa: E402
+from progsynth.core.allocator import keep_freed_memory  # noqa: E402
 
 LR, WEIGHT_DECAY, BETAS, EPS = 1e-3, 1.0, (0.9, 0.98), 1e-8
 
@@ -239,6 +240,7 @@ def bench_loop(threads: tuple[int, ...] = (2, 1), epochs: int = LOOP_EPOCHS) -> 
 
 
 def main() -> None:
+    keep_freed_memory()  # as `progsynth` and the training loop do (core.allocator: opt-in)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds per thread count")
     args = parser.parse_args()

@@ -102,7 +102,11 @@ def fail(error: ProgsynthError) -> None:
 
 
 def main() -> None:
-    """Entry point (``progsynth``); failures become one line in ``_Commands.invoke``."""
+    """Entry point (``progsynth``); failures become one line in ``_Commands.invoke``. The command
+    is a process of its own, so it opts in to the malloc tuning of ``core.allocator``."""
+    from progsynth.core.allocator import keep_freed_memory
+
+    keep_freed_memory()
     app()
 
 

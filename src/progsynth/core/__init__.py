@@ -2,7 +2,3 @@
 
 Imports nothing else from progsynth except ``progsynth.errors``.
 """
-
-from progsynth.core.allocator import keep_freed_memory
-
-keep_freed_memory()

@@ -8,10 +8,13 @@ For a 784→256→10 MLP with Adam that costs ~15 % of a training step (``benchm
 Raising the two thresholds makes freed blocks reusable at once, as an in-place ``torch.optim``
 update never needs.
 
-``keep_freed_memory()`` is called once when ``progsynth.core`` is imported. It changes malloc's
-settings for the whole process (a process that frees a large amount keeps up to
-``TRIM_THRESHOLD`` bytes mapped) and does nothing off glibc or if the process's environment
-already sets ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``.
+Opt-in: importing progsynth changes no process-wide setting (DESIGN), so nothing here runs on
+import. The training loop (``runs.train``) and the ``progsynth`` command call
+``keep_freed_memory()``; a library user whose own loop makes many functional steps calls it once.
+It changes malloc's settings for the whole process (a process that frees a large amount keeps up
+to ``TRIM_THRESHOLD`` bytes mapped) and does nothing off glibc or if the process's environment
+already sets ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``. ``applied()`` says whether
+this process's settings were changed.
 """
 
 from __future__ import annotations
@@ -28,8 +31,17 @@ TRIM_THRESHOLD = 256 * 1024 * 1024
 """Free memory at the top of the heap kept before it is returned to the system."""
 
 
+_applied = False
+
+
+def applied() -> bool:
+    """Whether ``keep_freed_memory()`` changed this process's malloc settings."""
+    return _applied
+
+
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds; True when the settings were applied."""
+    """Raise glibc's mmap and trim thresholds; True when the settings were applied. Idempotent."""
+    global _applied
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False
     name = ctypes.util.find_library("c")
@@ -41,4 +53,5 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _applied
