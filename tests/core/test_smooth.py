@@ -13,6 +13,7 @@ from torch import nn
 from progsynth.core.lens import Lens, Para, Real
 from progsynth.core.smooth import (
     bias,
+    embedding,
     from_function,
     from_module,
     gelu,
@@ -192,6 +193,65 @@ def test_bias_matches_autograd_and_passes_gradcheck() -> None:
     torch.testing.assert_close(db, gb)
     torch.testing.assert_close(dx, gx)
     assert torch.autograd.gradcheck(_para_as_autograd(lens), (x.requires_grad_(), b.requires_grad_()))
+
+
+@pytest.mark.parametrize("has_bias", [True, False])
+def test_linear_in_out_layout_matches_autograd_without_copies(has_bias: bool) -> None:
+    """layout="in_out" stores W as (in, out) and computes x W + b; its reverse derivative matches
+    autograd through that expression, and p' has W's (in, out) layout, contiguous."""
+    lens = linear(5, 3, bias=has_bias, dtype=DT, layout="in_out")
+    params = lens.init(_gen(1))
+    assert params[0].shape == (5, 3)
+    for x, dy in ((_rand(7, 5, seed=2), _rand(7, 3, seed=3)), (_rand(2, 7, 5, seed=4), _rand(2, 7, 3, seed=5))):
+        leaves = [p.clone().requires_grad_() for p in params]
+        x_ = x.clone().requires_grad_()
+        y = x_ @ leaves[0] + (leaves[1] if has_bias else 0.0)
+        torch.testing.assert_close(lens.get(params, x), y.detach())
+        expected = torch.autograd.grad(y, (*leaves, x_), dy)
+        dparams, dx = lens.put(params, x, dy)
+        assert dparams[0].is_contiguous()
+        for got, want in zip((*dparams, dx), expected):
+            torch.testing.assert_close(got, want)
+    with pytest.raises(ConfigError, match=r"linear layout must be one of \['out_in', 'in_out'\], got 'rows'"):
+        linear(5, 3, layout="rows")
+
+
+def test_embedding_matches_autograd_under_vmap_too() -> None:
+    """Rows of W for the first k token columns, concatenated; R scatter-adds dy into the rows read
+    (a repeated token gets the sum), the tokens get None. Batched over parameter copies by vmap,
+    as the multi-seed trainer does."""
+    lens = embedding(5, 3, n_positions=2, dtype=DT)
+    assert lens.cod == Real(6)
+    (w,) = lens.init(_gen(1))
+    tokens = torch.tensor([[0, 4, 9], [2, 2, 9], [4, 0, 9]])  # the third column is not read
+    dy = _rand(3, 6, seed=2)
+    w_ = w.clone().requires_grad_()
+    y = F.embedding(tokens[:, :2], w_).reshape(3, 6)
+    torch.testing.assert_close(lens.get((w,), tokens), y.detach(), atol=0, rtol=0)
+    (expected,) = torch.autograd.grad(y, w_, dy)
+    (dw,), dx = lens.put((w,), tokens, dy)
+    assert dx is None
+    torch.testing.assert_close(dw, expected)
+    assert torch.equal(dw[1], torch.zeros(3, dtype=DT)) and torch.equal(dw[3], torch.zeros(3, dtype=DT))
+
+    def step(weight: torch.Tensor) -> torch.Tensor:
+        out, residual = lens.forward((weight,), tokens)
+        return lens.backward(residual, out * dy)[0][0]
+
+    stacked = torch.stack([w, 2 * w])
+    torch.testing.assert_close(torch.func.vmap(step)(stacked), torch.stack([step(w), step(2 * w)]))
+
+
+def test_embedding_rejects_real_inputs_and_short_rows() -> None:
+    lens = embedding(5, 3, n_positions=2)
+    params = lens.init()
+    with pytest.raises(LensTypeError, match=r"embedding\(5, 3, positions=2\) expects integer token ids \(N, >= 2\), "
+                                            r"got \(4, 2\) torch\.float32"):
+        lens.get(params, torch.zeros(4, 2))
+    with pytest.raises(LensTypeError, match=r"got \(4, 1\) torch\.int64"):
+        lens.get(params, torch.zeros(4, 1, dtype=torch.int64))
+    with pytest.raises(LensTypeError, match=r"W of shape \(5, 3\), got 1 tensor\(s\) with W of shape \(3, 5\)"):
+        lens.get((torch.zeros(3, 5),), torch.zeros(4, 2, dtype=torch.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,6 +434,7 @@ def test_wrong_widths_are_reported_at_run_time() -> None:
         (lambda: linear(3, 2.5), "linear n_out must be a positive int, got 2.5"),
         (lambda: linear(3, 2, dtype=torch.int32), "linear dtype must be a floating torch.dtype"),
         (lambda: bias(3, dtype="float32"), "bias dtype must be a floating torch.dtype, got 'float32'"),
+        (lambda: embedding(5, 0), "embedding width must be a positive int, got 0"),
         (lambda: mlp([4]), "mlp widths must be a list of at least two"),
         (lambda: mlp([4, 8, 2], "swish"), "mlp activation must be one of"),
         (lambda: from_function(3), "from_function expects a callable, got int"),

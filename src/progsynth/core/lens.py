@@ -16,6 +16,12 @@ A parametric lens (``Para``) is a lens P × A → B whose put returns (P', A'). 
 tuple ``(p1, p2, p3, ...)``). Parameters are pytrees of tensors (tuples, lists, dicts), which is
 what the optimizer lenses in ``optim.py`` update.
 
+Parameter names: a composite's parameters are nested tuples in composition order, while a model's
+checkpoints name each tensor. ``regroup`` is the lens between the two (a dict name → tensor, or a
+flat tuple, on one side; the composite's nested tuples on the other), so ``composite.reparam(
+regroup(...))`` is the same composite over named parameters: a model built by composition keeps
+the parameter names (and so the checkpoints) of the module it replaces.
+
 Boundaries carry a ``Space`` (a field and an example shape) so that composing lenses whose types do
 not match fails at composition time with a message naming both lenses.
 """
@@ -25,9 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from progsynth.errors import LensTypeError
+from progsynth.errors import ConfigError, LensTypeError
 
-__all__ = ["Space", "ANY", "Real", "Bits", "Lens", "Para", "Identity", "FunctionLens", "lift"]
+__all__ = ["Space", "ANY", "Real", "Bits", "Lens", "Para", "Identity", "FunctionLens", "lift", "regroup"]
 
 
 @dataclass(frozen=True)
@@ -224,9 +230,12 @@ class Para:
         other = lift(other) if isinstance(other, Lens) else other
         return _ParallelPara(self, other)
 
-    def reparam(self, alpha: Lens, name: str | None = None) -> Para:
-        """Reparametrise by a lens α: Q → P, giving (Q, f ∘ (α.get × id)); put maps p' back by α.put."""
-        return _Reparametrised(self, alpha, name)
+    def reparam(self, alpha: Lens, name: str | None = None, init: Callable[..., Any] | None = None) -> Para:
+        """Reparametrise by a lens α: Q → P, giving (Q, f ∘ (α.get × id)); put maps p' back by α.put.
+
+        α need not be invertible, so the result cannot derive fresh parameters in Q from the inner
+        ``init``: ``init(generator)``, when given, is what its ``init`` returns (else ``()``)."""
+        return _Reparametrised(self, alpha, name, init)
 
     def __repr__(self) -> str:
         return f"{self.name}: {self.dom} -> {self.cod}"
@@ -291,10 +300,13 @@ class _ParallelPara(Para):
 
 
 class _Reparametrised(Para):
-    def __init__(self, inner: Para, alpha: Lens, name: str | None):
-        self.inner, self.alpha = inner, alpha
+    def __init__(self, inner: Para, alpha: Lens, name: str | None, init: Callable[..., Any] | None = None):
+        self.inner, self.alpha, self._init = inner, alpha, init
         self.name = name or f"{inner.name}[{alpha.name}]"
         self.dom, self.cod = inner.dom, inner.cod
+
+    def init(self, generator: Any = None) -> Any:
+        return () if self._init is None else self._init(generator)
 
     def forward(self, params: Any, a: Any) -> tuple[Any, Any]:
         p, r_alpha = self.alpha.forward(params)
@@ -304,3 +316,71 @@ class _Reparametrised(Para):
     def backward(self, residual: Any, db: Any, need_input_grad: bool = True) -> tuple[Any, Any]:
         dp, da = self.inner.backward(residual[1], db, need_input_grad)
         return self.alpha.backward(residual[0], dp), da
+
+
+def _keys(structure: Any) -> list:
+    """The leaves (keys) of a nested tuple, depth first."""
+    if isinstance(structure, tuple):
+        return [key for part in structure for key in _keys(part)]
+    return [structure]
+
+
+def _fill(structure: Any, params: Any) -> Any:
+    if isinstance(structure, tuple):
+        return tuple(_fill(part, params) for part in structure)
+    return params[structure]
+
+
+def _leaves(structure: Any, tree: Any, out: list) -> list:
+    if isinstance(structure, tuple):
+        for part, sub in zip(structure, tree):
+            _leaves(part, sub, out)
+    else:
+        out.append(tree)
+    return out
+
+
+class _Regroup(Lens):
+    def __init__(self, structure: tuple):
+        keys = _keys(structure)
+        if not isinstance(structure, tuple) or len(set(keys)) != len(keys) or \
+                not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in keys):
+            raise ConfigError(f"regroup expects a nested tuple of distinct names (str) or positions (int), "
+                                f"got {structure!r}")
+        self.structure, self.keys = structure, tuple(keys)
+        self.positional = all(isinstance(k, int) for k in keys)
+        if self.positional and sorted(keys) != list(range(len(keys))):
+            raise ConfigError(f"regroup positions must be 0 ... {len(keys) - 1}, each once, got {structure!r}")
+        self._key_set = frozenset(keys)
+        self.name = f"regroup{structure!r}"
+
+    def forward(self, a: Any) -> tuple[Any, Any]:
+        if self.positional:
+            if not isinstance(a, (tuple, list)) or len(a) != len(self.keys):
+                got = f"{len(a)} entries" if isinstance(a, (tuple, list)) else type(a).__name__
+                raise LensTypeError(f"{self.name} expects a tuple of {len(self.keys)} parameters, got {got}")
+            return _fill(self.structure, a), None
+        if not isinstance(a, dict) or a.keys() != self._key_set:
+            got = sorted(a) if isinstance(a, dict) else type(a).__name__
+            raise LensTypeError(f"{self.name} expects parameters as a dict with names {sorted(self.keys)}, got {got}")
+        return _fill(self.structure, a), tuple(a)
+
+    def backward(self, residual: Any, db: Any) -> Any:
+        by_key = dict(zip(self.keys, _leaves(self.structure, db, [])))
+        if residual is None:
+            return tuple(by_key[i] for i in range(len(self.keys)))
+        return {key: by_key[key] for key in residual}
+
+
+def regroup(structure: tuple) -> Lens:
+    """The lens from flat parameters to a composite's nested ones, for ``Para.reparam``.
+
+    ``structure`` is the composite's parameter pytree (nested tuples) with each tensor replaced by
+    its key in the flat container: a name, for a dict name → tensor, or a position, for a tuple.
+    get fills the structure from the container; put sends the composite's p' (shaped like
+    ``structure``) back to a container with the same keys in the same order, so optimizers see
+    parameters and p' with one tree structure. For example the quadratic MLP
+    ``linear >> square >> linear`` over ``{"W_in": ..., "W_out": ...}`` is reparametrised by
+    ``regroup((("W_in",), (), ("W_out",)))``. No tensor is copied either way.
+    """
+    return _Regroup(structure)

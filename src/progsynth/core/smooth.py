@@ -6,11 +6,17 @@ every smooth map is a lens whose put is a vjp. Two ways in:
 - **Any function or module.** ``from_function(fn)`` and ``from_module(module)`` run the forward
   pass under ``torch.func.vjp`` and keep its closure as the residual; ``backward`` calls it. This
   is how models built from arbitrary torch code (attention, embeddings, ...) enter the core.
-- **Primitives with hand-written reverse derivatives** (no autograd inside): ``linear``, ``bias``
-  and the activations ``relu``, ``sigmoid``, ``tanh``, ``gelu`` (exact erf form) and ``square``
-  (x², for the quadratic MLP). Each keeps only the tensors its backward needs, and ``linear``
-  skips the input's derivative when ``need_input_grad`` is False, so a composite such as
-  ``mlp([784, 256, 10])`` costs the same as torch autograd and is readable in one sitting.
+- **Primitives with hand-written reverse derivatives** (no autograd inside): ``linear``, ``bias``,
+  ``embedding`` (token ids → rows of a table, concatenated) and the activations ``relu``,
+  ``sigmoid``, ``tanh``, ``gelu`` (exact erf form) and ``square`` (x², for the quadratic MLP).
+  Each keeps only the tensors its backward needs, and ``linear`` skips the input's derivative
+  when ``need_input_grad`` is False, so a composite such as ``mlp([784, 256, 10])`` costs the same
+  as torch autograd and is readable in one sitting. The activations' backwards call the one fused
+  derivative kernel torch's autograd would (``threshold_backward``, ``gelu_backward``, ...): the
+  formula is written out in each docstring, and one kernel reads and writes memory once where the
+  formula spelled as tensor expressions makes several passes (the gap that made the composite
+  models slower than autograd). The models of ``progsynth.models`` (the quadratic MLP, the embedding
+  MLP, deep linear networks) are composites of these primitives.
 
 Types: ``linear(n_in, n_out)`` goes ``Real(n_in) → Real(n_out)``, so ``linear(4, 20) >>
 linear(10, 3)`` fails at composition time naming both lenses. Activations are shape-polymorphic
@@ -19,8 +25,9 @@ checked. Feeding anything but a floating-point tensor to a smooth lens raises ``
 naming the lens and what it expected.
 
 Parameters are pytrees of tensors: ``linear`` has ``(W, b)`` with W of shape (out, in) like
-``nn.Linear`` (or ``(W,)`` without bias), ``bias`` has ``(b,)``, activations have none, and
-``from_module`` has a dict name → tensor.
+``nn.Linear`` (or ``(W,)`` without bias; ``layout="in_out"`` stores W as (in, out), x ↦ x W + b,
+the convention of the models here), ``bias`` has ``(b,)``, ``embedding`` has ``(W,)`` of shape
+(vocab, width), activations have none, and ``from_module`` has a dict name → tensor.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ __all__ = [
     "from_module",
     "linear",
     "bias",
+    "embedding",
+    "LAYOUTS",
     "relu",
     "sigmoid",
     "tanh",
@@ -158,23 +167,36 @@ def from_module(module: nn.Module, name: str | None = None, dom: Space = ANY, co
 # Primitives with hand-written reverse derivatives.
 
 
+LAYOUTS = ("out_in", "in_out")
+"""How ``linear`` stores W: ``"out_in"`` (out, in) as ``nn.Linear``, y = x Wᵀ + b; ``"in_out"``
+(in, out), y = x W + b, as the models of ``progsynth.models`` (and TransformerLens) store it."""
+
+
 class Linear(Para):
     """x ↦ x Wᵀ + b on the last axis; parameters ``(W, b)`` (or ``(W,)``) with W of shape (out, in).
 
     R[linear]((W, b), x, dy) = ((dyᵀ x, Σ dy), dy W), summing over every leading (batch) axis.
+    With ``layout="in_out"`` W is stored transposed, (in, out), and x ↦ x W + b: the same map and
+    R = ((xᵀ dy, Σ dy), dy Wᵀ), each product computed in the layout it is stored in (no copy).
     """
 
-    def __init__(self, n_in: int, n_out: int, bias: bool = True, dtype: torch.dtype = torch.float32):
+    def __init__(self, n_in: int, n_out: int, bias: bool = True, dtype: torch.dtype = torch.float32,
+                 layout: str = "out_in"):
         self.n_in = _require_positive_int("linear n_in", n_in)
         self.n_out = _require_positive_int("linear n_out", n_out)
         self.has_bias, self.dtype = bool(bias), _require_float_dtype("linear dtype", dtype)
+        if layout not in LAYOUTS:
+            raise ConfigError(f"linear layout must be one of {list(LAYOUTS)}, got {layout!r}")
+        self.layout = layout
+        self.transposed = layout == "in_out"
+        self.weight_shape = (n_in, n_out) if self.transposed else (n_out, n_in)
         self.name = f"linear({n_in}, {n_out})"
         self.dom, self.cod = Real(n_in), Real(n_out)
 
     def init(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """Uniform(±1/√n_in) weights and bias, nn.Linear's default, drawn from ``generator``."""
         bound = 1.0 / math.sqrt(self.n_in)
-        weight = torch.empty(self.n_out, self.n_in, dtype=self.dtype).uniform_(-bound, bound, generator=generator)
+        weight = torch.empty(self.weight_shape, dtype=self.dtype).uniform_(-bound, bound, generator=generator)
         if not self.has_bias:
             return (weight,)
         return weight, torch.empty(self.n_out, dtype=self.dtype).uniform_(-bound, bound, generator=generator)
@@ -184,20 +206,29 @@ class Linear(Para):
         if x.dim() == 0 or x.shape[-1] != self.n_in:
             raise LensTypeError(f"{self.name} expects inputs of shape (..., {self.n_in}), got {tuple(x.shape)}")
         weight = params[0]
-        if weight.shape != (self.n_out, self.n_in) or len(params) != 1 + self.has_bias:
+        if weight.shape != self.weight_shape or len(params) != 1 + self.has_bias:
             raise LensTypeError(
                 f"{self.name} expects parameters (W{', b' if self.has_bias else ''}) with W of shape "
-                f"({self.n_out}, {self.n_in}), got {len(params)} tensor(s) with W of shape {tuple(weight.shape)}"
+                f"{self.weight_shape}, got {len(params)} tensor(s) with W of shape {tuple(weight.shape)}"
             )
-        y = F.linear(x, weight, params[1] if self.has_bias else None)
+        if not self.transposed:
+            y = F.linear(x, weight, params[1] if self.has_bias else None)
+        elif self.has_bias:
+            y = torch.addmm(params[1], x, weight) if x.dim() == 2 else x.matmul(weight) + params[1]
+        else:
+            y = x.matmul(weight)
         return y, (x, weight)
 
     def backward(self, residual: Any, db: Any, need_input_grad: bool = True) -> tuple[Any, Any]:
         x, weight = residual
         dy = db.reshape(-1, self.n_out)
-        dweight = dy.t().mm(x.reshape(-1, self.n_in))
-        dparams = (dweight, dy.sum(0)) if self.has_bias else (dweight,)
-        return dparams, (db.matmul(weight) if need_input_grad else None)
+        if self.transposed:
+            dweight = x.reshape(-1, self.n_in).t().mm(dy)
+            dx = db.matmul(weight.t()) if need_input_grad else None
+        else:
+            dweight = dy.t().mm(x.reshape(-1, self.n_in))
+            dx = db.matmul(weight) if need_input_grad else None
+        return ((dweight, dy.sum(0)) if self.has_bias else (dweight,)), dx
 
 
 class Bias(Para):
@@ -222,6 +253,45 @@ class Bias(Para):
         return (db.reshape(-1, self.n).sum(0),), (db if need_input_grad else None)
 
 
+class Embedding(Para):
+    """Integer token ids (N, ≥ k) ↦ the rows of a table W (vocab, width) for the first k columns,
+    concatenated: (N, k · width). Parameters ``(W,)``, initialised N(0, 1) as ``nn.Embedding``.
+
+    The map is linear in W with a one-hot matrix, so R[embedding](W, t, dy) adds each example's
+    slice of dy into the row it read (a scatter-add, ``index_add``); token ids have no derivative
+    (the input's is ``None``). Columns past k are not read, so the modular task's ``=`` can stay in
+    the token tensor.
+    """
+
+    def __init__(self, vocab: int, width: int, n_positions: int = 1, dtype: torch.dtype = torch.float32):
+        self.vocab = _require_positive_int("embedding vocab", vocab)
+        self.width = _require_positive_int("embedding width", width)
+        self.n_positions = _require_positive_int("embedding n_positions", n_positions)
+        self.dtype = _require_float_dtype("embedding dtype", dtype)
+        self.name = f"embedding({vocab}, {width}, positions={n_positions})"
+        self.dom, self.cod = ANY, Real(n_positions * width)
+
+    def init(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor]:
+        return (torch.randn(self.vocab, self.width, generator=generator, dtype=self.dtype),)
+
+    def forward(self, params: Any, a: Any) -> tuple[torch.Tensor, Any]:
+        if not isinstance(a, torch.Tensor) or a.dtype.is_floating_point or a.dtype == torch.bool \
+                or a.dim() != 2 or a.shape[1] < self.n_positions:
+            got = f"{tuple(a.shape)} {a.dtype}" if isinstance(a, torch.Tensor) else type(a).__name__
+            raise LensTypeError(f"{self.name} expects integer token ids (N, >= {self.n_positions}), got {got}")
+        weight = params[0]
+        if len(params) != 1 or weight.shape != (self.vocab, self.width):
+            raise LensTypeError(f"{self.name} expects parameters (W,) with W of shape ({self.vocab}, {self.width}), "
+                                f"got {len(params)} tensor(s) with W of shape {tuple(weight.shape)}")
+        index = (a if a.shape[1] == self.n_positions else a[:, : self.n_positions]).reshape(-1)
+        y = weight.index_select(0, index).view(a.shape[0], self.n_positions * self.width)
+        return y, index
+
+    def backward(self, residual: Any, db: Any, need_input_grad: bool = True) -> tuple[Any, Any]:
+        dweight = db.new_zeros(self.vocab, self.width).index_add_(0, residual, db.reshape(-1, self.width))
+        return (dweight,), None
+
+
 class _Elementwise(Lens):
     """An elementwise activation. Shape-polymorphic (``Real()``) unless given a per-example shape."""
 
@@ -233,9 +303,8 @@ class _Elementwise(Lens):
 
 
 class ReLU(_Elementwise):
-    """max(x, 0); R = dy · sign(max(x, 0)): dy where the output is positive, else 0 (0 at x = 0,
-    as torch). The sign of the kept output is a float 0/1 mask, which is several times faster on
-    CPU than building a bool mask and filling with it."""
+    """max(x, 0); R = dy where the output is positive, else 0 (0 at x = 0, as torch): one pass of
+    ``threshold_backward`` over the kept output."""
 
     kind = "relu"
 
@@ -244,7 +313,7 @@ class ReLU(_Elementwise):
         return y, y
 
     def backward(self, residual: Any, db: Any) -> torch.Tensor:
-        return db * residual.sign()
+        return torch.ops.aten.threshold_backward(db, residual, 0)
 
 
 class Sigmoid(_Elementwise):
@@ -257,7 +326,7 @@ class Sigmoid(_Elementwise):
         return y, y
 
     def backward(self, residual: Any, db: Any) -> torch.Tensor:
-        return db * residual * (1.0 - residual)
+        return torch.ops.aten.sigmoid_backward(db, residual)
 
 
 class Tanh(_Elementwise):
@@ -270,11 +339,12 @@ class Tanh(_Elementwise):
         return y, y
 
     def backward(self, residual: Any, db: Any) -> torch.Tensor:
-        return db * (1.0 - residual * residual)
+        return torch.ops.aten.tanh_backward(db, residual)
 
 
 class GELU(_Elementwise):
-    """Exact GELU x Φ(x) with Φ the standard normal CDF; R = dy (Φ(x) + x φ(x))."""
+    """Exact GELU x Φ(x) with Φ the standard normal CDF; R = dy (Φ(x) + x φ(x)), in one pass of
+    ``gelu_backward``."""
 
     kind = "gelu"
 
@@ -283,14 +353,12 @@ class GELU(_Elementwise):
         return F.gelu(x), x
 
     def backward(self, residual: Any, db: Any) -> torch.Tensor:
-        x = residual
-        cdf = 0.5 * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))
-        pdf = torch.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
-        return db * (cdf + x * pdf)
+        return torch.ops.aten.gelu_backward(db, residual)
 
 
 class Square(_Elementwise):
-    """x²; R = 2 x dy. The activation of Gromov's quadratic MLP."""
+    """x²; R = 2 x dy (the product first, then doubled in place: two passes, not three). The
+    activation of Gromov's quadratic MLP."""
 
     kind = "square"
 
@@ -299,17 +367,25 @@ class Square(_Elementwise):
         return x * x, x
 
     def backward(self, residual: Any, db: Any) -> torch.Tensor:
-        return 2.0 * residual * db
+        return (residual * db).mul_(2.0)
 
 
-def linear(n_in: int, n_out: int, bias: bool = True, dtype: torch.dtype = torch.float32) -> Linear:
-    """The affine map R^n_in → R^n_out as a parametric lens with hand-written reverse derivative."""
-    return Linear(n_in, n_out, bias, dtype)
+def linear(n_in: int, n_out: int, bias: bool = True, dtype: torch.dtype = torch.float32,
+           layout: str = "out_in") -> Linear:
+    """The affine map R^n_in → R^n_out as a parametric lens with hand-written reverse derivative;
+    ``layout`` says how W is stored (``LAYOUTS``: (out, in) as nn.Linear, or (in, out))."""
+    return Linear(n_in, n_out, bias, dtype, layout)
 
 
 def bias(n: int, dtype: torch.dtype = torch.float32) -> Bias:
     """Adding a learned vector b ∈ R^n (initialised to zero) as a parametric lens."""
     return Bias(n, dtype)
+
+
+def embedding(vocab: int, width: int, n_positions: int = 1, dtype: torch.dtype = torch.float32) -> Embedding:
+    """A learned table of ``vocab`` rows of ``width`` as a parametric lens: the first
+    ``n_positions`` token ids of each example ↦ their rows, concatenated (``Embedding``)."""
+    return Embedding(vocab, width, n_positions, dtype)
 
 
 def relu(*shape: int) -> ReLU:

@@ -1,7 +1,10 @@
 """Models for algorithmic tasks, and ``build_model``: a network for a task by name.
 
-Models are plain ``nn.Module``s; training makes them lenses with ``core.smooth.from_module``.
-Each has an ``input_kind`` class attribute naming the task encoding it reads.
+Models are ``nn.Module``s, the view analyses read. A module with a ``lens()`` method (the quadratic
+MLP and the embedding MLP) trains as that lens, a composite of the core's primitives over the
+module's named parameters (``models.mlp``); the others (the transformer) train through
+``core.smooth.from_module``. Each has an ``input_kind`` class attribute naming the task encoding
+it reads.
 """
 
 from __future__ import annotations

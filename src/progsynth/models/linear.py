@@ -7,15 +7,23 @@ generic rank-r matrix; Aoyagi's formula (``progsynth.slt.dln``) gives the learni
 there, which makes DLNs the ground truth for the SGLD estimator in ``progsynth.slt.llc``.
 
 Data for those checks: x ~ N(0, I_{H₀}), y = W_true x + σ ξ with ξ ~ N(0, I_{H_L}).
+
+The network is a composite of the core's primitives, ``dln_lens(widths)`` = ``linear(H₀, H₁) >> … >>
+linear(H_{L−1}, H_L)`` without biases, over the tuple ``(W₁, …, W_L)``; ``dln_forward`` is its get,
+so there is one forward pass. ``dln_module`` is the same network as an ``nn.Module`` for tools that
+want one (parameters ``"0.weight"``, ``"1.weight"``, …).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 from torch import nn
 
+from progsynth.core.lens import Para, regroup
+from progsynth.core.smooth import linear
 from progsynth.errors import ConfigError
 from progsynth.tasks.common import MAX_SAMPLES, check_int
 
@@ -26,6 +34,7 @@ error rather than an out-of-memory crash."""
 __all__ = [
     "DLNParams",
     "check_widths",
+    "dln_lens",
     "dln_forward",
     "dln_product",
     "random_dln",
@@ -64,11 +73,31 @@ def check_widths(widths: Sequence[int], rank: int | None = None) -> tuple[int, .
     return widths
 
 
+def dln_lens(widths: Sequence[int], dtype: torch.dtype = torch.float32) -> Para:
+    """The network as a parametric lens ``linear(H₀, H₁) >> … >> linear(H_{L−1}, H_L)`` (no biases)
+    over the flat tuple ``(W₁, …, W_L)``; ``init(generator)`` draws ``random_dln``'s layers."""
+    widths = check_widths(widths)
+    return _dln_lens(widths, dtype)
+
+
+@lru_cache(maxsize=64)
+def _dln_lens(widths: tuple[int, ...], dtype: torch.dtype) -> Para:
+    parts = [linear(h_in, h_out, bias=False, dtype=dtype) for h_in, h_out in zip(widths[:-1], widths[1:])]
+    body = parts[0]
+    for part in parts[1:]:
+        body = body >> part
+    structure = tuple((i,) for i in range(len(parts)))
+    if len(parts) == 1:  # a single layer's parameters are (W,), not a one-part composite's ((W,),)
+        structure = structure[0]
+    return body.reparam(regroup(structure), name=f"dln({'-'.join(map(str, widths))})",
+                        init=lambda generator=None: random_dln(widths, generator, dtype))
+
+
 def dln_forward(params: DLNParams, x: torch.Tensor) -> torch.Tensor:
-    """Apply the network to a batch ``x`` of shape (batch, H₀): returns (batch, H_L)."""
-    for w in params:
-        x = x @ w.T
-    return x
+    """Apply the network to a batch ``x`` of shape (batch, H₀): returns (batch, H_L). The get of
+    ``dln_lens`` (differentiable by autograd too: the primitives' forwards are torch operations)."""
+    widths = (params[0].shape[1], *(w.shape[0] for w in params))
+    return _dln_lens(widths, params[0].dtype).get(params, x)
 
 
 def dln_product(params: DLNParams) -> torch.Tensor:

@@ -7,8 +7,18 @@
   as non-commutative operations need), then hidden layers of configurable widths with ReLU or
   GELU, then an unembedding to the classes.
 
-Both are plain ``nn.Module``s whose ``input_kind`` class attribute names the task encoding they
-read (``TaskData.inputs(kind)``): ``"onehot"`` for Gromov's, ``"tokens"`` for the embedding MLP.
+Both are ``nn.Module``s whose ``input_kind`` class attribute names the task encoding they read
+(``TaskData.inputs(kind)``): ``"onehot"`` for Gromov's, ``"tokens"`` for the embedding MLP.
+
+Two views of one model. ``lens()`` is the model as trained: a parametric lens composed from the
+core's primitives (``linear >> square >> linear``; ``embedding >> linear >> act >> … >> linear``),
+each with its hand-written reverse derivative, reparametrised by ``core.lens.regroup`` so that its
+parameters are exactly the module's named parameters (same names, shapes and order), and so
+checkpoints are the same files whichever view wrote them. The module is the view analyses read:
+it loads a checkpoint's dict by name, and ``preactivations``, ``components`` and
+``unit_permutations`` name its parts. Both compute the same function with the same tensor
+operations (``tests/models/test_compose.py`` checks values and reverse derivatives against
+autograd through the module).
 """
 
 from __future__ import annotations
@@ -21,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from progsynth.core.lens import Para, regroup
+from progsynth.core.smooth import ACTIVATIONS as ACTIVATION_LENSES
+from progsynth.core.smooth import embedding, linear, square
 from progsynth.errors import ConfigError, LensTypeError
 from progsynth.tasks.common import check_int
 
@@ -28,6 +41,11 @@ __all__ = ["GromovConfig", "GromovMLP", "EmbeddingMLPConfig", "EmbeddingMLP", "A
 
 ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu}
 """Hidden activations of the embedding MLP by name (GELU is the exact erf form)."""
+
+
+def _copies(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of a module's parameters by name: fresh parameters for its ``lens()``."""
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
 
 
 def _normal(shape: tuple[int, ...], std: float, generator: Optional[torch.Generator],
@@ -81,6 +99,15 @@ class GromovMLP(nn.Module):
             raise LensTypeError(f"GromovMLP expects float one-hot inputs (N, {self.config.n_in}), got {what}")
         (hidden,) = self.preactivations(x)
         return (hidden * hidden) @ self.W_out
+
+    def lens(self) -> Para:
+        """The model as a parametric lens, ``linear >> square >> linear`` over the parameters
+        ``{"W_in", "W_out"}`` (module docstring); ``init()`` gives copies of this module's."""
+        c, dtype = self.config, self.W_in.dtype
+        body = (linear(c.n_in, c.width, bias=False, dtype=dtype, layout="in_out") >> square(c.width)
+                >> linear(c.width, c.n_out, bias=False, dtype=dtype, layout="in_out"))
+        return body.reparam(regroup((("W_in",), (), ("W_out",))), name="gromov",
+                            init=lambda generator=None: _copies(self))
 
     def unit_permutations(self) -> dict[str, tuple[Optional[str], ...]]:
         """The permutation group acting on each axis of each parameter (None: unpermuted).
@@ -171,6 +198,21 @@ class EmbeddingMLP(nn.Module):
         c = self.config
         operands = tokens[:, : c.n_operands].reshape(-1)
         return self.W_E.index_select(0, operands).view(tokens.shape[0], c.n_operands * c.d_embed)
+
+    def lens(self) -> Para:
+        """The model as a parametric lens, ``embedding >> linear >> act >> … >> linear`` over the
+        module's parameters by name (module docstring); ``init()`` gives copies of this module's."""
+        c, dtype = self.config, self.W_E.dtype
+        body: Para = embedding(c.vocab, c.d_embed, c.n_operands, dtype)
+        structure: list[tuple] = [("W_E",)]
+        widths = (c.n_operands * c.d_embed, *c.hidden)
+        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+            body = body >> linear(fan_in, fan_out, dtype=dtype, layout="in_out") \
+                >> ACTIVATION_LENSES[c.activation](fan_out)
+            structure += [(f"W_{i}", f"b_{i}"), ()]
+        body = body >> linear(widths[-1], c.n_classes, bias=False, dtype=dtype, layout="in_out")
+        structure.append(("W_U",))
+        return body.reparam(regroup(tuple(structure)), name="mlp", init=lambda generator=None: _copies(self))
 
     def components(self) -> dict[str, dict[str, Optional[int]]]:
         """Named components for the refined LLC (``slt.restrict``): ``embedding`` (W_E), ``layer{i}``
