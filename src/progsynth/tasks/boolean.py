@@ -12,6 +12,22 @@ Iris binarised as in Wilson & Zanasi's reverse derivative ascent experiments (RE
   ceil(log2 classes) bits, least significant first; at least one bit);
 - split: stable sort by class, the first 25 examples of each class train, the other 25 test;
   training order is that sorted order.
+
+scikit-learn's 8×8 digits (``digits_bits``), the offline stand-in for the paper's MNIST experiment:
+
+- pixel (r, c), 0..16, becomes input bit 8r + c = [pixel > the mean pixel value of all 1,797
+  images] (4.88, so ≥ 5), as the paper binarises MNIST at its mean pixel value (32 of 255);
+- the first ``classes`` digits (2: 0 and 1, 360 images; 10: all 1,797);
+- split, fixed: each class's images in a random order drawn from seed 0 (the same for every run),
+  the first 100 train, the next 20 validate (choose the parameters kept), the rest test
+  (2 classes: 200 / 40 / 120; 10 classes: 1,000 / 200 / 597);
+- labels in the one-versus-one ``pair_code``: one output bit per pair of classes i < j, 1 for j,
+  asked only of examples of class i or j (45 bits for 10 classes; for 2 classes the single bit
+  "is a 1"), optionally repeated ``votes`` times; ``decode_pairs`` takes each pair's majority,
+  lets it vote for one of its two classes and returns the class with the most votes (the lowest
+  index on ties). One-versus-one because the forests of ``models.circuits`` trained by RDA learn
+  each pair well, but a bit per class (one-hot, argmax) or random balanced code words reached only
+  little above chance on ten classes in a prototype: their bits ask for harder splits.
 """
 
 from __future__ import annotations
@@ -21,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from progsynth.errors import ConfigError
-from progsynth.tasks.tabular import load_iris
+from progsynth.tasks.common import check_int
+from progsynth.tasks.tabular import load_digits, load_iris
 
 __all__ = [
     "BooleanSplit",
@@ -31,12 +48,26 @@ __all__ = [
     "encode_labels",
     "split_per_class",
     "iris_bits",
+    "DigitsBits",
+    "class_pairs",
+    "pair_code",
+    "decode_pairs",
+    "digits_bits",
+    "DIGITS_TRAIN_PER_CLASS",
+    "DIGITS_VALIDATION_PER_CLASS",
+    "DIGITS_PAPER_MNIST_ACCURACY",
 ]
 
 LABEL_CODES = ("onehot", "binary")
 
 #: test accuracy of the learned lookup table in the RDA paper (UCI file), by number of classes
 IRIS_PAPER_TEST_ACCURACY = {2: 0.980, 3: 0.733}
+
+#: images of each class that train and that validate in ``digits_bits``; the rest test
+DIGITS_TRAIN_PER_CLASS, DIGITS_VALIDATION_PER_CLASS = 100, 20
+
+#: the RDA paper's test accuracy on MNIST 0 vs 1 (its only MNIST experiment)
+DIGITS_PAPER_MNIST_ACCURACY = 0.992
 
 
 @dataclass(frozen=True)
@@ -99,3 +130,87 @@ def iris_bits(classes: int = 3, labels: str = "onehot") -> BooleanSplit:
     train, test = split_per_class(y, 25)
     code = encode_labels(y, classes, labels)
     return BooleanSplit(x[train], code[train], x[test], code[test], y[train], y[test])
+
+
+@dataclass(frozen=True)
+class DigitsBits:
+    """Binarised digits (see the module docstring): (examples, 64) input bits, (examples,
+    pairs·votes) target bits in the ``pair_code`` with ``care`` marking the bits asked of each
+    example, and class indices, for the train, validation and test images; ``threshold`` is the
+    pixel value a bit must exceed."""
+
+    classes: int
+    votes: int
+    threshold: float
+    x_train: np.ndarray
+    y_train: np.ndarray
+    care_train: np.ndarray
+    classes_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    care_val: np.ndarray
+    classes_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    care_test: np.ndarray
+    classes_test: np.ndarray
+
+
+def class_pairs(classes: int) -> list[tuple[int, int]]:
+    """The pairs i < j of classes, in the order of the ``pair_code`` bits."""
+    check_int("classes", classes, 2)
+    return [(i, j) for i in range(classes) for j in range(i + 1, classes)]
+
+
+def pair_code(labels: np.ndarray, classes: int, votes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices as one-versus-one bits: (bits, care), both (examples, pairs·votes) bools. Bit
+    (i, j) is 1 for class j and is asked (care) only of classes i and j; it is repeated ``votes``
+    times in a row (one copy per voter, e.g. per tree, decoded by majority)."""
+    pairs, labels = class_pairs(classes), np.asarray(labels)
+    check_int("votes", votes, 1)
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ConfigError(f"class indices must lie in [0, {classes}), got [{labels.min()}, {labels.max()}]")
+    first, second = (np.array(side) for side in zip(*pairs))
+    bits = labels[:, None] == second
+    care = bits | (labels[:, None] == first)
+    return np.repeat(bits, votes, axis=1), np.repeat(care, votes, axis=1)
+
+
+def decode_pairs(bits: np.ndarray, classes: int, votes: int = 1) -> np.ndarray:
+    """Class indices from ``pair_code`` bits: each pair (i, j) votes j if most of its ``votes``
+    copies are 1 (an odd number avoids ties), else i; the class with the most votes wins (the
+    lowest index on ties)."""
+    pairs = class_pairs(classes)
+    check_int("votes", votes, 1)
+    bits = np.asarray(bits, dtype=bool)
+    if bits.ndim != 2 or bits.shape[1] != len(pairs) * votes:
+        raise ConfigError(
+            f"decode_pairs expects (examples, {len(pairs) * votes}) bits for {classes} classes and {votes} "
+            f"votes, got shape {bits.shape}"
+        )
+    winner = 2 * bits.reshape(len(bits), len(pairs), votes).sum(axis=2) > votes
+    first, second = (np.array(side) for side in zip(*pairs))
+    votes_for = np.zeros((len(bits), classes), dtype=np.int64)
+    for column, (i, j) in enumerate(zip(first, second)):
+        np.add.at(votes_for, (np.arange(len(bits)), np.where(winner[:, column], j, i)), 1)
+    return votes_for.argmax(axis=1)
+
+
+def digits_bits(classes: int = 2, votes: int = 1) -> DigitsBits:
+    """scikit-learn's 8×8 digits, binarised and split as in the module docstring (deterministic),
+    with labels in the ``pair_code`` of ``votes`` copies per pair."""
+    if classes not in (2, 10):
+        raise ConfigError(f"digits has 2 (0 vs 1) or 10 classes to learn, got classes={classes!r}")
+    check_int("votes", votes, 1)
+    pixels, targets = (t.numpy() for t in load_digits())
+    threshold = float(pixels.mean())
+    keep = np.flatnonzero(targets < classes)
+    shuffled = keep[np.random.default_rng(0).permutation(len(keep))]
+    train, rest = split_per_class(targets[shuffled], DIGITS_TRAIN_PER_CLASS)
+    val, test = (rest[part] for part in split_per_class(targets[shuffled][rest], DIGITS_VALIDATION_PER_CLASS))
+    parts = []
+    for rows in (train, val, test):
+        index = shuffled[rows]
+        bits, care = pair_code(targets[index], classes, votes)
+        parts += [pixels[index] > threshold, bits, care, targets[index]]
+    return DigitsBits(classes, votes, threshold, *parts)
