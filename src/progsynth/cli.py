@@ -31,6 +31,8 @@ EXAMPLES = """Examples (every command has --help, and --json for scripts):
 progsynth demo
 progsynth train --preset quick --out runs/q --seeds 0-3
 progsynth train --resume runs/q/seed-0
+progsynth meta-train runs/learned --family modular --steps 20 --meta-iterations 40
+progsynth train --task modular --p 11 --model gromov --optim runs/learned --out runs/lo
 progsynth analyze runs/q/seed-0
 progsynth llc runs/q/seed-0
 progsynth search --op 'a*b + a + b' --p 97 --train-fraction 0.1
@@ -44,7 +46,10 @@ progsynth compare runs/q
 progsynth report --compare runs/q
 progsynth sweep-report runs/sweep --x optim.weight_decay --y task.train_fraction
 progsynth llc-dln --widths 20,10,10,10,20 --rank 5
-progsynth circuit iris --classes 3"""
+progsynth circuit iris --classes 3
+progsynth circuit digits --classes 10
+progsynth circuit compile --function majority --n-bits 9
+progsynth circuit readback runs/parity"""
 
 INTERRUPTED = ("interrupted; everything finished before Ctrl-C is saved (a run's resume point, every "
                "measures.jsonl row written): run the same command again to continue")
@@ -226,6 +231,9 @@ def train(
     cleanup: float = typer.Option(
         None, "--cleanup", help="With --until-generalised: the fraction F of the steps to generalisation trained "
                                 "after it (stop at step ≥ (1 + F)·g). Default 0.25, or the --config file's."),
+    optim_file: str = typer.Option(
+        None, "--optim", help="Train with a learned optimizer: the folder `progsynth meta-train` wrote (or a file in "
+                              "it). config.json records its path and sha256, so --resume refuses a changed file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ) -> None:
     """Train a network on an algorithmic task into a run directory.
@@ -249,7 +257,8 @@ def train(
             fixed = {"--preset": preset_name, "--config": config_file, "--out": out, "--seeds": seeds, "--model": model,
                      "--epochs": epochs, "--lr": lr, "--weight-decay": weight_decay, "--seed": seed,
                      "--label-noise": label_noise, "--label-noise-seed": label_noise_seed,
-                     "--until-generalised/--full-budget": until_generalised, "--cleanup": cleanup}
+                     "--until-generalised/--full-budget": until_generalised, "--cleanup": cleanup,
+                     "--optim": optim_file}
             given = [flag for flag, value in fixed.items() if value is not None] + _given_task_flags(
                 _task_changes(task, op, p, n_bits, k, n_samples, function, task_seed, train_fraction, split_seed))
             if given:
@@ -267,6 +276,10 @@ def train(
                                                    "optim.weight_decay": weight_decay, "seed": seed,
                                                    "label_noise": label_noise, "label_noise_seed": label_noise_seed,
                                                    "until_generalised": until_generalised, "cleanup": cleanup})
+            if optim_file is not None:
+                from progsynth.runs.meta import use_learned
+
+                config = use_learned(config, optim_file)
             seed_list = parse_seeds(seeds) if seeds else None
             target = out or f"runs/{preset_name if not config_file else 'run'}-seed{seeds or config.seed}"
             result = train_run(config, target, seeds=seed_list, progress=update)
@@ -291,6 +304,66 @@ def train(
     emit(summary, as_json, text)
     if result.interrupted:
         raise typer.Exit(code=1)
+
+
+# ---- learned optimizers -------------------------------------------------------------------------
+@app.command("meta-train")
+def meta_train(
+    out: str = typer.Argument(..., help="Folder to write the learned optimizer into (new, or without one)."),
+    family: str = typer.Option("regression", "--family", help="Problems to meta-train on: regression (linear "
+                                                              "regressions) or modular (small p, Gromov's MLP)."),
+    kind: str = typer.Option("momentum", "--kind", help="momentum (learned per-tensor step size and momentum) or "
+                                                        "mlp (a per-coordinate MLP; fits any model)."),
+    steps: int = typer.Option(40, "--steps", help="T: inner training steps unrolled per problem."),
+    meta_iterations: int = typer.Option(150, "--meta-iterations", help="K: outer (Adam) steps on the "
+                                                                       "meta-parameters."),
+    meta_batch: int = typer.Option(4, "--meta-batch", help="Problems drawn per outer step."),
+    meta_lr: float = typer.Option(0.05, "--meta-lr", help="Adam's step size on the meta-parameters."),
+    objective: str = typer.Option("mean_log", "--objective", help="Meta-loss over the unroll: mean_log, mean or "
+                                                                  "final (of the loss gap left; runs.meta)."),
+    hidden: int = typer.Option(8, "--hidden", help="mlp kind: hidden units."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the problems drawn (and the MLP's first weights)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Meta-train a learned optimizer by differentiating through T unrolled training steps, and
+    write it (learned_optimizer.safetensors + .json) for `progsynth train --optim OUT`.
+
+    Example: progsynth meta-train runs/learned --family regression --steps 40 --meta-iterations 150
+    Example: progsynth meta-train runs/learned-mod --family modular --kind mlp --steps 20 --meta-iterations 20
+    """
+    from progsynth.runs.meta import INFO_FILE, WEIGHTS_FILE, MetaConfig, check_out, meta_train as run, save_learned
+
+    config = MetaConfig(family=family, kind=kind, steps=steps, meta_iterations=meta_iterations,
+                        meta_batch=meta_batch, meta_lr=meta_lr, objective=objective, hidden=hidden, seed=seed)
+    config.validate()
+    check_out(out)  # before minutes of meta-training, not after
+    try:
+        with _checkpoint_bar("meta-train", as_json, unit="outer steps") as update:
+            result = run(config, progress=None if update is None else
+                         lambda done, total, loss: update(done, total, f"meta-loss {loss:.3f}"))
+    except KeyboardInterrupt:
+        Console(stderr=True, soft_wrap=True).print("interrupted; nothing was written (meta-training does not "
+                                                   "resume: run the command again)", markup=False)
+        raise typer.Exit(code=130) from None
+    digest = save_learned(out, result)
+    info = result.to_dict()
+    summary = {"out": out, "files": [str(Path(out) / WEIGHTS_FILE), str(Path(out) / INFO_FILE)], "sha256": digest,
+               **{k: info[k] for k in ("kind", "meta_train_seconds", "meta_iterations_done", "skipped",
+                                       "meta_loss_first", "meta_loss_last", "rule")},
+               "family": family, "steps": steps, "seed": seed}
+    rule = info["rule"]
+    shown = (", ".join(f"lr {lr:.3g} momentum {m:.3f}" for lr, m in zip(rule["lr"], rule["momentum"]))
+             if kind == "momentum" else f"lr {rule['lr']:.3g}, linear part {[round(v, 3) for v in rule['linear']]}, "
+                                        f"MLP output norm {rule['mlp_output_norm']:.3g}")
+
+    def num(value: Any) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    text = (f"{out}: learned optimizer ({kind}) meta-trained on {family} problems in {info['meta_train_seconds']:.1f} s; "
+            f"meta-loss {num(info['meta_loss_first'])} → {num(info['meta_loss_last'])}"
+            + (f" ({info['skipped']} outer steps skipped: an inner run diverged)" if info["skipped"] else "")
+            + f"\nrule: {shown}\nsha256 {digest}\ntrain with it: progsynth train --optim {out} ...")
+    emit(summary, as_json, text)
 
 
 # ---- sweeps -------------------------------------------------------------------------------------
@@ -422,6 +495,168 @@ def circuit_iris(
         )
     )
     emit(result, as_json, text)
+
+
+@circuit_app.command("digits")
+def circuit_digits(
+    classes: int = typer.Option(2, "--classes", help="2 (0 vs 1, as the RDA paper's MNIST experiment) or 10."),
+    epochs: int = typer.Option(5, "--epochs", help="Passes over the 100 training images per class (default 5)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the trees' wiring and of the training order."),
+    votes: int = typer.Option(3, "--votes", help="Trees per pair of classes, decoded by majority (odd; default 3)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Learn scikit-learn's 8×8 digits, pixels thresholded at their mean, with forests of learned
+    2-input lookup tables trained by reverse derivative ascent (one example per step, best-on-
+    validation parameters kept per tree), beside a logistic regression on the same bits; print the
+    learned circuit as a program, one line per output bit with its gate count.
+
+    Example: progsynth circuit digits --classes 10 --epochs 5
+    """
+    from progsynth.errors import ConfigError
+    from progsynth.models.circuits import digits_experiment
+    from progsynth.tasks.boolean import DIGITS_PAPER_MNIST_ACCURACY
+    from progsynth.tasks.common import check_int, check_seed
+
+    try:  # bad flags are usage errors: one line, exit 2
+        if classes not in (2, 10):
+            raise ConfigError(f"--classes must be 2 (0 vs 1) or 10, got {classes}")
+        check_int("--epochs", epochs, 1, 10_000)
+        check_seed("--seed", seed)
+        check_int("--votes", votes, 1, 99)
+        if votes % 2 == 0:
+            raise ConfigError(f"--votes must be odd (each pair takes its trees' majority), got {votes}")
+    except ConfigError as error:
+        _print_error(error)
+        raise typer.Exit(code=2) from None
+    with _checkpoint_bar("RDA", as_json, unit="steps") as update:
+        run = digits_experiment(classes, epochs, seed, votes, progress=update)
+    result = run.to_dict()
+    if classes == 2:
+        result["paper_mnist_test_accuracy"] = DIGITS_PAPER_MNIST_ACCURACY
+    counts = run.program.gate_counts()
+    what = "0 vs 1" if classes == 2 else "ten classes"
+    lines = [
+        f"digits, {what}: 64 pixel bits (pixel > {run.threshold:.2f}), train {run.examples['train']} / validation "
+        f"{run.examples['validation']} / test {run.examples['test']} images",
+        f"{run.model}: {len(counts)} trees of 63 learned 2-input tables ({run.votes} per pair of classes), "
+        f"{run.parameter_bits} parameter bits; RDA, {run.epochs} epochs, {run.steps} steps of one example",
+        f"{'':22}train   test",
+        f"{'RDA circuit':22}{run.train_accuracy:.3f}   {run.test_accuracy:.3f}   "
+        f"(last parameters instead of best on validation: test {run.last_test_accuracy:.3f})",
+        f"{'logistic regression':22}{run.logistic_train_accuracy:.3f}   {run.logistic_test_accuracy:.3f}",
+    ]
+    if classes == 2:
+        lines.append(f"(the RDA paper, MNIST 0 vs 1 with its mask model: test {DIGITS_PAPER_MNIST_ACCURACY:.3f})")
+    lines += [
+        f"program: {sum(counts)} gates; pRC is pixel row R, column C; output 'j vs i' is 1 for j; "
+        f"constant and ignored table entries pruned",
+        run.program.text(list(run.output_names)),
+        "seconds: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in run.seconds.items()),
+    ]
+    emit(result, as_json, "\n".join(lines))
+
+
+# ---- circuits ↔ ReLU networks (compile, read back) ---------------------------------------------
+_SHOWN_GATES = 40
+"""``circuit compile`` prints the circuit as a program when it has at most this many gates."""
+
+
+@circuit_app.command("compile")
+def circuit_compile(
+    function: str = typer.Option("random-circuit:32", "--function",
+                                 help="parity, majority, random-circuit:G or circuit:FORMULA (e.g. 'x0 & x1 ^ ~x2')."),
+    n_bits: int = typer.Option(10, "--n-bits", help="Input bits."),
+    seed: int = typer.Option(0, "--seed", help="random-circuit: its seed (the Boolean task's --task-seed)."),
+    netlist: str = typer.Option(None, "--netlist", help="A JSON netlist file to compile instead of --function: "
+                                                        "{\"inputs\": [...], \"gates\": {\"t\": [\"and\", \"a\", \"b\"]}, "
+                                                        "\"outputs\": [...]}."),
+    samples: int = typer.Option(65_536, "--samples", help="Inputs checked (uniformly drawn) beyond 16 bits."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Compile a Boolean circuit to an exact ReLU network (one unit per AND/OR/XOR gate) and check
+    it against the circuit on every input (up to 16 bits; a sample beyond).
+
+    Example: progsynth circuit compile --function majority --n-bits 9
+    Example: progsynth circuit compile --function random-circuit:64 --n-bits 12 --seed 3
+    """
+    from progsynth.errors import ConfigError
+    from progsynth.interp.circuit_readout import circuit_program
+    from progsynth.models.compiled import check_compiled, compile_circuit, named_circuit, netlist_circuit
+    from progsynth.runs.config import read_text
+
+    if netlist is not None:
+        text = read_text(Path(netlist), "netlist file")
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"netlist file {netlist!r} is not JSON: {error.msg} at line {error.lineno}") from None
+        circuit = netlist_circuit(spec)
+    else:
+        circuit = named_circuit(function, n_bits, seed)
+    compiled = compile_circuit(circuit)
+    check = check_compiled(compiled, samples=samples)
+    program = circuit_program(circuit, live_only=True)
+    r = compiled.report
+    result = {**r.to_dict(), "check": check.to_dict(), "program": program.lines()}
+    where = (f"all {check.inputs_checked:,} inputs" if check.exhaustive
+             else f"{check.inputs_checked:,} random inputs (of 2^{r.inputs})")
+    verdict = (f"exact on {where}" if check.exact else
+               f"NOT exact on {where}: {check.mismatches:,} differ (max |error| {check.max_error:.3g})")
+    def count(number: int, what: str) -> str:
+        return f"{number:,} {what}{'' if number == 1 else 's'}"
+
+    lines = [f"{r.circuit}: {count(r.inputs, 'input')}, {count(r.outputs, 'output')}, {count(r.gates, 'gate')} "
+             f"({r.live_gates} live)",
+             f"→ ReLU network: {count(r.neurons, 'unit')} in {count(r.depth, 'layer')}, {count(r.parameters, 'weight')}",
+             f"check: {verdict}"]
+    if r.live_gates <= _SHOWN_GATES:
+        lines += ["circuit:"] + [f"  {line}" for line in program.lines()]
+    emit(result, as_json, "\n".join(lines))
+
+
+def _program_lines(lines: list[str], most: int = _SHOWN_GATES, width: int = 300) -> list[str]:
+    """A program for the terminal: at most ``most`` lines (the last, the output, always shown), each
+    cut at ``width`` characters; --json has them all."""
+    clip = [line if len(line) <= width else line[:width] + " …" for line in lines]
+    if len(clip) > most:
+        clip = clip[:most - 1] + [f"… {len(clip) - most} more lines (--json lists them all)", clip[-1]]
+    return [f"  {line}" for line in clip]
+
+
+@circuit_app.command("readback")
+def circuit_readback(
+    run: str = typer.Argument(..., help="Run directory of a ReLU mlp trained on a task over at most 16 bits."),
+    step: int = typer.Option(None, "--step", help="Checkpoint step (default: the newest scheduled one)."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Activations of a unit closer than this fraction "
+                                                             "of its range count as one value."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+) -> None:
+    """Read a Boolean circuit out of a ReLU network trained on a Boolean task, check it against the
+    network on every input, print it as a program, and record it in the run's measures.jsonl.
+
+    Example: progsynth circuit readback runs/parity
+    """
+    from progsynth.interp.circuit_readout import readback_run
+
+    found = readback_run(run, step, tolerance)
+    r, result = found.readout, found.to_dict()
+    units = ", ".join(f"{count} {kind}" for kind, count in r.units.items() if count)
+    check = (f"exact: agrees with the network on all {r.inputs_checked:,} inputs" if r.exact else
+             f"NOT exact: differs from the network on {r.mismatches:,} of {r.inputs_checked:,} inputs, e.g. "
+             + ", ".join(r.mismatch_examples[:4]))
+
+    def acc(split: str) -> str:
+        values = (found.program_accuracy[split], found.network_accuracy[split])
+        return " / ".join("—" if math.isnan(v) else f"{v:.3f}" for v in values)
+
+    lines = [f"{found.run} at step {found.step}: {found.model}, {found.hidden_units} ReLU units, {found.task}",
+             f"units: {units} → {r.level_gates} level gates, {r.distinct_gates} distinct, {r.terms_kept} kept",
+             *_program_lines(r.program.lines()),
+             f"{r.program.gate_count} gate{'s' if r.program.gate_count != 1 else ''}; {check}"]
+    if r.equivalent is not None and r.equivalent.expression() != r.program.gates[-1].expression():
+        lines.append(f"the same function as one gate over the bits: out = {r.equivalent.expression()}")
+    lines.append(f"accuracy on the run's data, program / network: train {acc('train')}, test {acc('test')}")
+    emit(result, as_json, "\n".join(lines))
 
 
 # ---- interpretability --------------------------------------------------------------------------

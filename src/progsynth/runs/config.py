@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from progsynth.core.optim import OPTIMIZER_NAMES
-from progsynth.errors import ConfigError
+from progsynth.core.transforms import parse_chain
+from progsynth.errors import ConfigError, ProgsynthError
 from progsynth.tasks import Task, make_task, task_from_dict, task_to_dict
 from progsynth.tasks.common import check_int, check_label_noise, check_seed
 from progsynth.tasks.registry import DEFAULT_FAMILY, is_task
@@ -120,6 +121,19 @@ class OptimConfig:
     """Linear learning-rate warm-up over this many optimizer steps: step k (0-based) uses
     lr · min(k / warmup_steps, 1), so the first step has lr 0, as the paper's
     ``LambdaLR(lambda step: min(step / 10, 1))`` with 10 (``core.optim``). 0: none."""
+    chain: str = ""
+    """An optimizer written as a chain of gradient transformations (``core.transforms``), used
+    instead of the named rule above, e.g. ``"clip(1.0) >> adam_moments(0.9, 0.98) >> weight_decay(1.0)
+    >> warmup_cosine(10, 25000) >> scale(-1e-3)"``: the names of ``core.transforms.TRANSFORMS`` with
+    literal numbers as arguments, joined by ``>>``, transforming the gradient and ending with
+    ``scale(-lr)``; read with ``ast``, never evaluated. The fields name, lr, weight_decay, beta1,
+    beta2 and warmup_steps must then keep their defaults (the chain holds them). "": none."""
+    learned: str = ""
+    """A learned optimizer, the folder ``progsynth meta-train`` writes (``runs.meta``), used instead
+    of the rule above: the other fields of this section are then ignored. "": none."""
+    learned_sha256: str = ""
+    """The sha256 of that learned optimizer's files (``progsynth train --optim`` records it; ``progsynth
+    meta-train`` prints it), so ``resume`` refuses a file changed since the run began."""
 
     def validate(self) -> None:
         _check(isinstance(self.name, str) and self.name in OPTIMIZER_NAMES,
@@ -129,6 +143,24 @@ class OptimConfig:
         _number("optim.beta1", self.beta1, 0, 1, open_high=True)
         _number("optim.beta2", self.beta2, 0, 1, open_high=True)
         check_int("optim.warmup_steps (0: no warm-up)", self.warmup_steps, 0, MAX_STEPS)
+        _check(isinstance(self.learned, str), f"optim.learned must be a path ('' for none), got {_shown(self.learned)}")
+        _check(not self.learned or (isinstance(self.learned_sha256, str) and len(self.learned_sha256) == 64
+                                    and all(c in "0123456789abcdef" for c in self.learned_sha256)),
+               "optim.learned_sha256 must be the sha256 of the learned optimizer (64 hex digits, as `progsynth "
+               f"meta-train` prints it; `progsynth train --optim` fills it in), got {_shown(self.learned_sha256)}")
+        _check(isinstance(self.chain, str), f"optim.chain must be a chain expression ('' for none), got {_shown(self.chain)}")
+        if self.chain:
+            _check(not self.learned, "optim.chain and optim.learned are two optimizers; set one of them")
+            for f in fields(self):
+                if f.name in ("name", "lr", "weight_decay", "beta1", "beta2", "warmup_steps") \
+                        and getattr(self, f.name) != f.default:
+                    raise ConfigError(f"optim.{f.name} = {_shown(getattr(self, f.name))} is not used with optim.chain "
+                                      f"(the chain holds its own rule, step size and schedule); leave it at its "
+                                      f"default {f.default!r}")
+            try:
+                parse_chain(self.chain)
+            except ProgsynthError as error:
+                raise ConfigError(f"optim.chain: {error}") from None
 
 
 @dataclass(frozen=True)

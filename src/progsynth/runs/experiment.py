@@ -28,6 +28,7 @@ from torch import nn
 from progsynth.core.learner import Learner, TrainState
 from progsynth.core.losses import learning_rate, mse, softmax_cross_entropy
 from progsynth.core.optim import optimizer_from_name
+from progsynth.core.transforms import parse_chain
 from progsynth.core.smooth import from_module
 from progsynth.models import build_model
 from progsynth.runs.config import RunConfig
@@ -71,7 +72,12 @@ class Experiment:
         self.n_train = int(train.numel())
         batch = config.batch_size or self.n_train
         self.steps_per_epoch = -(-self.n_train // batch)
-        self.model = from_module(self.module_template, name=config.model.name)
+        # The model as trained: the module's composite of core primitives (``lens()``: the
+        # quadratic MLP, the embedding MLP) over the module's own parameter names, so checkpoints
+        # are unchanged; a module without one (the transformer) through autograd (from_module).
+        composite = getattr(self.module_template, "lens", None)
+        self.model = composite() if composite is not None else from_module(self.module_template,
+                                                                           name=config.model.name)
         precision = DTYPES[config.loss_dtype] if config.loss_dtype else None
         self.loss = softmax_cross_entropy(precision) if config.loss == "cross_entropy" else mse()
         optimizer = self._optimizer()
@@ -89,11 +95,18 @@ class Experiment:
                            unembed_equals=m.unembed_equals)
 
     def init_params(self, seed: int) -> dict[str, torch.Tensor]:
-        """The initial parameters for ``seed`` as the lens's parameter dict."""
-        return from_module(self.build_module(seed)).init()
+        """The initial parameters for ``seed`` as the lens's parameter dict: copies of the seed's
+        module's named parameters, the same dict for the composite and the from_module lens."""
+        return {name: p.detach().clone() for name, p in self.build_module(seed).named_parameters()}
 
     def _optimizer(self) -> Any:
         o = self.config.optim
+        if o.learned:  # a meta-trained optimizer (runs.meta), read when first stepped; refused if its files changed
+            from progsynth.runs.meta import LearnedFromFile
+
+            return LearnedFromFile(o.learned, o.learned_sha256)
+        if o.chain:  # a composite of gradient transformations (core.transforms), parsed safely
+            return parse_chain(o.chain)
         hyper: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
         if o.name in ("adam", "adamw"):
             hyper["betas"] = (o.beta1, o.beta2)
