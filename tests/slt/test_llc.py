@@ -277,7 +277,9 @@ def test_the_automatic_burnin_spans_two_relaxation_times_of_the_localization():
     params, data = regression()
     result = estimate_llc(dln_loss, params, data, SGLDConfig(num_chains=2, num_draws=200))
     first = result.burnin[0]
-    assert first.steps == auto_burnin(first.epsilon, SGLDConfig()) == min(8000, max(1000, math.ceil(2 / (first.epsilon * 5))))
+    # two relaxation times of the weakest localization in the batch: the check chains' γ/2
+    assert first.steps == auto_burnin(first.epsilon, SGLDConfig()) == min(8000, max(1000, math.ceil(2 / (first.epsilon * 2.5))))
+    assert auto_burnin(first.epsilon, SGLDConfig(check_localization_chains=0)) == max(1000, math.ceil(2 / (first.epsilon * 5)))
     assert auto_burnin(1e-9, SGLDConfig()) == 8000 and auto_burnin(1.0, SGLDConfig()) == 1000
     assert auto_burnin(1e-4, SGLDConfig(localization=0.0)) == 8000
     fixed = estimate_llc(dln_loss, params, data, SGLDConfig(epsilon=1e-4, num_chains=2, num_burnin=70, num_draws=200))
@@ -311,8 +313,8 @@ def test_the_localization_check_is_quiet_on_a_regular_model_and_flags_a_singular
     off = estimate_llc(dln_loss, params, data, dataclasses.replace(QUICK, check_localization_chains=0))
     np.testing.assert_array_equal(off.loss_traces, regular.loss_traces)  # the check chains change nothing else
     assert math.isnan(off.diagnostics.localization_shift) and math.isnan(off.diagnostics.check_llc)
-    # the systematic uncertainty: |λ̂(γ) − λ̂(2γ)|, and the total ± beside the standard error
-    assert regular.llc_systematic == pytest.approx(abs(regular.llc_mean - regular.diagnostics.check_llc))
+    # the systematic uncertainty: the γ → 0 correction |λ̂(γ) − λ̂(γ/2)| / |1/2 − 1|, beside the standard error
+    assert regular.llc_systematic == pytest.approx(2 * abs(regular.llc_mean - regular.diagnostics.check_llc))
     assert regular.llc_uncertainty == pytest.approx(math.hypot(regular.llc_stderr, regular.llc_systematic))
     assert regular.llc_uncertainty >= regular.llc_stderr
     row = json.loads(json.dumps(regular.to_dict()))
@@ -321,9 +323,11 @@ def test_the_localization_check_is_quiet_on_a_regular_model_and_flags_a_singular
     # a deep network at w* = 0: λ = 3, and γ decides how far its flat directions reach
     generator = torch.Generator().manual_seed(0)
     zero = dln_true_solution([3, 3, 3, 3], 0, generator)
-    flat = estimate_llc(dln_loss, zero, dln_data(zero, 2000, 0.1, generator), SGLDConfig(num_chains=4, num_draws=600))
+    flat = estimate_llc(dln_loss, zero, dln_data(zero, 2000, 0.1, generator),
+                        SGLDConfig(num_chains=4, num_draws=600, check_localization_chains=8))
     assert flat.diagnostics.localization_shift > 0.12
     assert flat.llc_systematic == pytest.approx(flat.llc_mean * flat.diagnostics.localization_shift)
     # the total ± now carries the γ-dependence the standard error misses
     assert flat.llc_uncertainty >= flat.llc_systematic > max(0.12 * flat.llc_mean, 2 * flat.llc_stderr)
     assert any("depends on the localization" in w and "may be biased" in w for w in flat.diagnostics.warnings)
+    assert flat.llc_mean < 0.9 * 3 and abs(flat.llc_mean - 3) < 2 * flat.llc_uncertainty  # low, and the ± says so
