@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from typing import Any, Callable
 
 # As benchmarks/train_step.py: a short OpenMP spin so a busy core does not stall every parallel
@@ -40,6 +38,7 @@ SPINCOUNT = os.environ["GOMP_SPINCOUNT"] if "torch" not in sys.modules else "lib
 
 import torch  # noqa: E402  (after the OpenMP setting above)
 from torch.utils import _pytree as pytree  # noqa: E402
+from train_step import median_ms  # noqa: E402  (benchmarks/ is the script's folder, on sys.path)
 
 from progsynth.core.allocator import keep_freed_memory  # noqa: E402
 from progsynth.core.learner import Learner  # noqa: E402
@@ -98,24 +97,6 @@ def dln_pair() -> tuple[dict[str, Callable[[], torch.Tensor]], float]:
     return steps, _max_diff(*one)
 
 
-def _median_ms(steps: dict[str, Callable[[], torch.Tensor]], threads: int, warmup: int, rounds: int,
-               per_round: int) -> dict[str, float]:
-    """Median ms per step of each stepper at ``threads`` threads, timed in interleaved rounds."""
-    torch.set_num_threads(threads)
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            for _ in range(per_round):
-                start = time.perf_counter()
-                steps[name]()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
-
 def families() -> dict[str, Callable[[], tuple[dict[str, Callable[[], torch.Tensor]], float]]]:
     """The three families' (steppers, one-step parameter difference) builders, by name."""
     embedding_mlp = RunConfig(task=make_task("modular", p=113, train_fraction=0.3),
@@ -139,7 +120,7 @@ def main() -> None:
         steps, diff = build()
         rows[name] = {"param_diff": diff, "threads": {}}
         for t in (1, 2):
-            ms = _median_ms(steps, t, args.warmup, args.rounds, args.per_round)
+            ms = median_ms(steps, t, args.warmup, args.rounds, args.per_round)
             rows[name]["threads"][t] = {**ms, "ratio": ms["composite"] / ms["module"]}
     load_after = os.getloadavg()[0]
 

@@ -117,7 +117,7 @@ def _reference_step(config: TransformerConfig, x: torch.Tensor, y: torch.Tensor)
     return step
 
 
-def _median_ms(steps: dict[str, Callable[[], torch.Tensor]], threads: int, warmup: int, rounds: int,
+def median_ms(steps: dict[str, Callable[[], torch.Tensor]], threads: int, warmup: int, rounds: int,
                per_round: int) -> dict[str, float]:
     """Median ms per step of each stepper at ``threads`` threads, timed in interleaved rounds."""
     torch.set_num_threads(threads)
@@ -148,7 +148,7 @@ def bench_nanda_step(threads: tuple[int, ...] = (2, 1), warmup: int = 3, rounds:
                     "progsynth_gflop": flops["progsynth"] / 1e9, "reference_gflop": flops["reference"] / 1e9,
                     "threads": {}}
     for t in threads:
-        ms = _median_ms(steps, t, warmup, rounds, per_round)
+        ms = median_ms(steps, t, warmup, rounds, per_round)
         result["threads"][t] = {
             "progsynth_ms": ms["progsynth"],
             "reference_ms": ms["reference"],
@@ -191,7 +191,7 @@ def bench_vmap8(seeds: int = 8, threads: tuple[int, ...] = (2, 1), warmup: int =
     max_loss_diff = float((first["vmap"] - first["sequential"]).abs().max())
     result: dict = {"seeds": seeds, "n_train": len(x), "first_step_max_loss_diff": max_loss_diff, "threads": {}}
     for t in threads:
-        ms = _median_ms({"vmap": vmapped, "sequential": sequential}, t, warmup, rounds, per_round=2)
+        ms = median_ms({"vmap": vmapped, "sequential": sequential}, t, warmup, rounds, per_round=2)
         result["threads"][t] = {"vmap_ms": ms["vmap"], "sequential_ms": ms["sequential"],
                                 "vmap8_speedup": ms["sequential"] / ms["vmap"]}
     return result

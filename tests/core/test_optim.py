@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 from progsynth.core.optim import (
@@ -28,28 +27,10 @@ from progsynth.core.optim import (
 )
 from progsynth.errors import ConfigError, LensTypeError, NonFiniteError, UnsupportedOptionError
 
-STEPS = 200
-gen = torch.Generator().manual_seed(0)
-X = torch.randn(64, 5, generator=gen, dtype=torch.float64)
-Y = torch.randn(64, 3, generator=gen, dtype=torch.float64)
-
-
-def _mlp(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)).double()
-
-
-def _loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The MLP's mean squared error on the fixed data, from its parameters (names as in ``_mlp``)."""
-    hidden = torch.tanh(torch.addmm(params["0.bias"], X, params["0.weight"].T))
-    return nn.functional.mse_loss(torch.addmm(params["2.bias"], hidden, params["2.weight"].T), Y)
-
-
-def _neg_grad(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """p' = −∇L at ``params`` (what learning_rate(1.0) puts back through the model)."""
-    leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
-    grads = torch.autograd.grad(_loss(leaves), list(leaves.values()))
-    return {k: -g for k, g in zip(leaves, grads)}
+from optim_problem import STEPS, assert_put_is_pure, gen
+from optim_problem import loss as _loss
+from optim_problem import mlp as _mlp
+from optim_problem import neg_grad as _neg_grad
 
 
 # (lens factory, torch.optim class, keyword arguments both take with the same meaning)
@@ -319,15 +300,7 @@ def test_rda_rejects_wrong_types():
 
 @pytest.mark.parametrize("opt", ALL_SMOOTH, ids=repr)
 def test_put_is_pure(opt):
-    params = _params()
-    state, params = opt.put(opt.init(params), params, _params())  # a non-trivial state
-    dp = _params()
-    before = copy.deepcopy((state, params, dp))
-    new_state, new_params = opt.put(state, params, dp)
-    for old, kept in zip(tree_leaves((state, params, dp)), tree_leaves(before)):
-        assert torch.equal(old, kept)
-    inputs = {t.data_ptr() for t in tree_leaves((state, params, dp))}
-    assert all(t.data_ptr() not in inputs for t in tree_leaves((new_state, new_params)))
+    params, new_params = assert_put_is_pure(opt, _params)
     assert not torch.equal(new_params["w"], params["w"])
 
 

@@ -50,9 +50,10 @@ import numbers
 from typing import Any
 
 import torch
-from torch.utils._pytree import keystr, tree_flatten, tree_flatten_with_path, tree_leaves, tree_unflatten
+from torch.utils._pytree import keystr, tree_flatten_with_path, tree_leaves, tree_unflatten
 
-from progsynth.core.optim import SmoothOptimizer, _betas, _float_leaves, _number
+from progsynth.core.optim import _betas
+from progsynth.core.transforms import _float_leaves, _number, check_put
 from progsynth.errors import ConfigError, LensTypeError
 
 __all__ = ["LEARNED_KINDS", "LearnedOptimizer", "learned_optimizer", "phi_shapes", "init_phi", "learned_hyper", "MLP_HYPER"]
@@ -211,21 +212,8 @@ class LearnedOptimizer:
 
     def put(self, state: dict[str, Any], params: Any, dparams: Any) -> tuple[dict[str, Any], Any]:
         """One update from p' (= −∇L); returns (new state, new params). Differentiable in φ."""
-        leaves, spec = tree_flatten(params)
-        d_leaves, d_spec = tree_flatten(dparams)
-        if d_spec != spec:
-            raise LensTypeError(f"{self.name}: p' has tree structure {d_spec} but the parameters have {spec}")
-        for i, (p, d) in enumerate(zip(leaves, d_leaves)):
-            if not isinstance(d, torch.Tensor) or d.shape != p.shape:
-                got = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
-                raise LensTypeError(f"{self.name}: p' leaf {i} is {got}, expected a tensor of shape {tuple(p.shape)}")
-        if not isinstance(state, dict) or state.keys() != {"step", *self.buffers}:
-            raise LensTypeError(
-                f"{self.name}: state must be a dict with keys {['step', *self.buffers]} (from {self.name}.init), "
-                f"got {list(state) if isinstance(state, dict) else type(state).__name__}")
+        leaves, spec, d_leaves = check_put(self.name, state, params, dparams, self.buffers, self.check_finite)
         self._check_count(len(leaves))
-        if self.check_finite:
-            SmoothOptimizer._check_finite(self, dparams)  # the same check and message as every optimizer lens
         step = state["step"] + 1
         old = [tree_leaves(state[b]) for b in self.buffers]
         if self.kind == "momentum":

@@ -547,6 +547,45 @@ def _compose(a: Any, b: Any) -> SmoothOptimizer:
     return SmoothOptimizer("chain", {}, left + right, left_check and right_check)
 
 
+def check_put(name: str, state: Any, params: Any, dparams: Any, buffers: Any,
+              check_finite: bool) -> tuple[list[torch.Tensor], Any, list[torch.Tensor]]:
+    """What every smooth optimizer lens's ``put`` checks first (these chains and ``core.learned``):
+    p' has the parameters' tree structure and shapes, the state has the keys ``init`` made ("step"
+    and ``buffers``), and, with ``check_finite``, p' holds no NaN or inf (one probe and host sync;
+    see ``finite_probe``). Returns (parameter leaves, their tree spec, p' leaves)."""
+    leaves, spec = tree_flatten(params)
+    d_leaves, d_spec = tree_flatten(dparams)
+    if d_spec != spec:
+        raise LensTypeError(f"{name}: p' has tree structure {d_spec} but the parameters have {spec}")
+    for i, (p, d) in enumerate(zip(leaves, d_leaves)):
+        if not isinstance(d, torch.Tensor) or d.shape != p.shape:
+            got = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
+            raise LensTypeError(f"{name}: p' leaf {i} is {got}, expected a tensor of shape {tuple(p.shape)}")
+    if not isinstance(state, dict) or state.keys() != {"step", *buffers}:
+        raise LensTypeError(
+            f"{name}: state must be a dict with keys {['step', *buffers]} (from {name}.init), "
+            f"got {list(state) if isinstance(state, dict) else type(state).__name__}"
+        )
+    if not check_finite:
+        return leaves, spec, d_leaves
+    probe_is_finite = torch.isfinite(finite_probe(dparams))
+    try:
+        finite = bool(probe_is_finite)
+    except RuntimeError as error:  # bool() of a batched tensor: we are under torch.func.vmap
+        raise ConfigError(
+            f"{name}: check_finite=True needs a host sync, which torch.func.vmap cannot do; "
+            f"build the optimizer with check_finite=False and check finite_probe(p') outside vmap"
+        ) from error
+    if not finite:
+        bad = nonfinite_leaves(dparams)
+        if bad:
+            raise NonFiniteError(
+                f"{name}: p' holds NaN or inf in parameter leaf {', '.join(bad)}; the update was "
+                f"not applied (a diverging loss? try a smaller learning rate)"
+            )
+    return leaves, spec, d_leaves
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SmoothOptimizer:
     """An optimizer lens over the reals: a chain of gradient transformations (module docstring).
@@ -610,21 +649,7 @@ class SmoothOptimizer:
         """One update from p' (= −∇L with ``learning_rate(1.0)``); returns (new state, new params)."""
         plan = self._plan
         self.check_complete()
-        leaves, spec = tree_flatten(params)
-        d_leaves, d_spec = tree_flatten(dparams)
-        if d_spec != spec:
-            raise LensTypeError(f"{self.name}: p' has tree structure {d_spec} but the parameters have {spec}")
-        for i, (p, d) in enumerate(zip(leaves, d_leaves)):
-            if not isinstance(d, torch.Tensor) or d.shape != p.shape:
-                got = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
-                raise LensTypeError(f"{self.name}: p' leaf {i} is {got}, expected a tensor of shape {tuple(p.shape)}")
-        if not isinstance(state, dict) or state.keys() != {"step", *plan.buffers}:
-            raise LensTypeError(
-                f"{self.name}: state must be a dict with keys {['step', *plan.buffers]} (from {self.name}.init), "
-                f"got {list(state) if isinstance(state, dict) else type(state).__name__}"
-            )
-        if self.check_finite:
-            self._check_finite(dparams)
+        leaves, spec, d_leaves = check_put(self.name, state, params, dparams, plan.buffers, self.check_finite)
 
         step = state["step"] + 1
         t = step.to(torch.float64)
@@ -680,23 +705,6 @@ class SmoothOptimizer:
         for name, buffer_leaves in zip(op.buffers, new_buffers):
             new_state[name] = tree_unflatten(buffer_leaves, spec)
         return out
-
-    def _check_finite(self, dparams: Any) -> None:
-        probe_is_finite = torch.isfinite(finite_probe(dparams))
-        try:
-            finite = bool(probe_is_finite)
-        except RuntimeError as error:  # bool() of a batched tensor: we are under torch.func.vmap
-            raise ConfigError(
-                f"{self.name}: check_finite=True needs a host sync, which torch.func.vmap cannot do; "
-                f"build the optimizer with check_finite=False and check finite_probe(p') outside vmap"
-            ) from error
-        if not finite:
-            bad = nonfinite_leaves(dparams)
-            if bad:
-                raise NonFiniteError(
-                    f"{self.name}: p' holds NaN or inf in parameter leaf {', '.join(bad)}; the update was "
-                    f"not applied (a diverging loss? try a smaller learning rate)"
-                )
 
     def __rshift__(self, other: Any) -> SmoothOptimizer:
         return _compose(self, other)
