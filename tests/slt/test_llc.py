@@ -313,8 +313,12 @@ def test_the_localization_check_is_quiet_on_a_regular_model_and_flags_a_singular
     off = estimate_llc(dln_loss, params, data, dataclasses.replace(QUICK, check_localization_chains=0))
     np.testing.assert_array_equal(off.loss_traces, regular.loss_traces)  # the check chains change nothing else
     assert math.isnan(off.diagnostics.localization_shift) and math.isnan(off.diagnostics.check_llc)
-    # the systematic uncertainty: the γ → 0 correction |λ̂(γ) − λ̂(γ/2)| / |1/2 − 1|, beside the standard error
-    assert regular.llc_systematic == pytest.approx(2 * abs(regular.llc_mean - regular.diagnostics.check_llc))
+    assert off.diagnostics.check_llcs == ()
+    # the systematic uncertainty: the largest γ → 0 correction |λ̂(γ) − λ̂(fγ)| / |f − 1| over f = 1/2, 2
+    below, above = regular.diagnostics.check_llcs
+    corrections = (2 * abs(regular.llc_mean - below), abs(regular.llc_mean - above))
+    assert regular.llc_systematic == pytest.approx(max(corrections))
+    assert regular.diagnostics.check_llc == (below, above)[corrections.index(max(corrections))]
     assert regular.llc_uncertainty == pytest.approx(math.hypot(regular.llc_stderr, regular.llc_systematic))
     assert regular.llc_uncertainty >= regular.llc_stderr
     row = json.loads(json.dumps(regular.to_dict()))

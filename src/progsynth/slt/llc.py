@@ -92,30 +92,29 @@ Diagnostics (each names the chains it concerns and adds a line to ``diagnostics.
   the same way (the same quadratic from w* without burn-in: t ≈ 8–20, every chain beyond 4). The
   flag says λ̂ may be biased by more than its ± shows (the ± measures only the spread between
   chains); a longer burn-in is the remedy.
-- **Localization dependence**: ``check_localization_chains`` (4) extra chains at f·γ, f =
-  ``check_localization_factor`` (½), run in the same batch, with the same ε and their own streams,
-  and are not part of λ̂. λ̂ is meant as its limit γ → 0; extrapolating it linearly in γ from γ and
-  f·γ to γ = 0 moves it by (λ̂(γ) − λ̂(fγ)) / (f − 1), and ``localization_shift`` is that correction
-  relative to λ̂ (positive: λ̂ rises as γ weakens). On a regular model it is ≈ 0; where γ confines
-  flat directions that matter it is positive, and when it exceeds ``max_localization_shift``
-  (12 %) while the two λ̂ differ by more than 2 combined standard errors (std over chains /
-  √chains on each side, so noise alone is not flagged), the run is flagged: λ̂ then depends on a
-  setting with no right value. Why γ/2 and not 2γ (the former default): on small deep networks λ̂
-  is nearly flat between γ and 2γ but rises below γ, so a check at 2γ saw nothing where λ̂ stayed
-  8–16 % low ([4, 3, 3, 4] rank 1, [4, 4, 4, 4, 4, 4, 4] rank 2, [5, 5, 5, 5, 5] rank 1,
-  [6, 6, 6, 6, 6, 6] rank 2 over seeds 0–3; a longer burn-in or a larger nβ did not help), while
-  chains at γ/2 land much nearer Aoyagi's λ (README → Reliability). The check chains relax more
-  slowly, so the automatic burn-in follows their γ (``auto_burnin``).
+- **Localization dependence**: ``check_localization_chains`` (4) extra chains at each f·γ, f in
+  ``check_localization_factors`` (½ and 2), run in the same batch, with the same ε and their own
+  streams, and not part of λ̂. λ̂ is meant as its limit γ → 0; extrapolating it linearly in γ from γ
+  and f·γ to γ = 0 moves it by (λ̂(γ) − λ̂(fγ)) / (f − 1), and ``localization_shift`` is the largest
+  such correction relative to λ̂ (positive: λ̂ rises as γ weakens). On a regular model it is ≈ 0;
+  where γ confines flat directions that matter it is positive, and when one factor's exceeds
+  ``max_localization_shift`` (12 %) while its λ̂ differs from the main one by more than 2 combined
+  standard errors (std over chains / √chains on each side, so noise alone is not flagged), the run
+  is flagged: λ̂ then depends on a setting with no right value. Why both sides: on some small deep
+  networks λ̂ is flat between γ and 2γ but rises below γ ([4, 3, 3, 4] rank 1, [4, 4, 4, 4, 4, 4, 4]
+  rank 2: 8–13 % low, seen only at γ/2), on others it falls above γ and four chains at γ/2 may not
+  show it ([5, 5, 5, 5, 5] rank 1, [6, 6, 6, 6, 6, 6] rank 2: 13–16 % low, seen at 2γ); a longer
+  burn-in or a larger nβ did not help either (README → Reliability). The chains at γ/2 relax more
+  slowly, so the automatic burn-in follows them (``auto_burnin``).
 
   The same chains give the estimate a **systematic uncertainty** from the localization,
-  ``llc_systematic`` = |λ̂(γ) − λ̂(fγ)| / |f − 1| (= 2 |λ̂(γ) − λ̂(γ/2)|), the size of the correction
-  the estimator cannot make reliably, reported on every run, flagged or not. It is noisy (the
-  check chains' own standard error enters it twice over) and so conservative on estimates that
-  are already right. ``llc_uncertainty`` = √(``llc_stderr``² + ``llc_systematic``²) is the ± to
-  read when judging λ̂ against a number; NaN without check chains, where the estimator cannot say
-  how much γ shapes λ̂. With it, every deep linear network measured lies within 2 of its ± of
-  Aoyagi's λ (README → Reliability); it does not cover ε's discretisation bias, which the
-  acceptance and curvature checks below watch.
+  ``llc_systematic`` = the largest |λ̂(γ) − λ̂(fγ)| / |f − 1| (2 |λ̂(γ) − λ̂(γ/2)| or |λ̂(γ) − λ̂(2γ)|),
+  the size of the correction the estimator cannot make reliably, reported on every run, flagged or
+  not. It is noisy (the check chains' own standard error enters it) and so conservative on
+  estimates that are already right. ``llc_uncertainty`` = √(``llc_stderr``² + ``llc_systematic``²)
+  is the ± to read when judging λ̂ against a number; NaN without check chains, where the estimator
+  cannot say how much γ shapes λ̂. It does not cover ε's discretisation bias, which the acceptance
+  and curvature checks below watch.
 - **Step against curvature**: κ_max, the largest |eigenvalue| of ∇²U at w* on one minibatch (nβ
   times the loss Hessian's, plus γ; Lanczos on Hessian-vector products, ``hvp_operator``). SGLD inflates the spread
   along a direction of curvature κ by ≈ εκ/4 (exactly 1/(1 − εκ/4) for a Gaussian), so a run with
@@ -262,13 +261,13 @@ class SGLDConfig:
     max_retunes: int = 2
     """Most extra burn-in phases those retunes may add."""
     check_localization_chains: int = 4
-    """Extra chains at localization γ × ``check_localization_factor``, run in the same batch (same ε,
-    own streams) but not part of λ̂: they measure how much γ shapes the estimate (module docstring).
-    0 turns the check off."""
-    check_localization_factor: float = 0.5
-    """The check chains' γ relative to ``localization`` (not 1). Below 1, as by default, they look
-    towards γ → 0, where λ̂ is meant, and the burn-in follows their slower relaxation (module
-    docstring)."""
+    """Extra chains per factor of ``check_localization_factors``, at localization γ × that factor, run
+    in the same batch (same ε, own streams) but not part of λ̂: they measure how much γ shapes the
+    estimate (module docstring). 0 turns the check off."""
+    check_localization_factors: tuple[float, ...] = (0.5, 2.0)
+    """The check chains' γ relative to ``localization`` (each positive, not 1): one on each side of
+    γ, since λ̂(γ) bends on some networks below γ and on others above it (module docstring). The
+    burn-in follows the slowest relaxation, that of the smallest γ."""
     max_localization_shift: float = 0.12
     """Flag when extrapolating λ̂ linearly in γ from the main and check chains to γ → 0 would raise
     it by more than this fraction (module docstring)."""
@@ -318,9 +317,13 @@ class SGLDConfig:
         _require(_is_int(self.check_localization_chains) and 0 <= self.check_localization_chains <= MAX_CHAINS,
                  f"check_localization_chains must be an integer from 0 to {MAX_CHAINS}, got "
                  f"{self.check_localization_chains!r}")
-        _require(_is_positive(self.check_localization_factor) and self.check_localization_factor != 1,
-                 f"check_localization_factor must be a positive number other than 1, got "
-                 f"{self.check_localization_factor!r}")
+        factors = self.check_localization_factors
+        _require(isinstance(factors, tuple) and 1 <= len(factors) <= 4
+                 and all(_is_positive(f) and f != 1 for f in factors),
+                 f"check_localization_factors must be a tuple of 1 to 4 positive numbers other than 1, got "
+                 f"{factors!r}")
+        _require(self.num_chains + len(factors) * self.check_localization_chains <= MAX_CHAINS,
+                 f"num_chains + check chains must be at most {MAX_CHAINS}")
         _require(_is_positive(self.max_localization_shift),
                  f"max_localization_shift must be a positive number, got {self.max_localization_shift!r}")
         _require(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
@@ -402,12 +405,14 @@ class LLCDiagnostics:
     in λ units (NaN for diverged chains or fewer than 8 draws)."""
     drift_z: tuple[float, ...] = ()
     """Per chain, ``drift`` over its batch-means standard error."""
+    check_llcs: tuple[float, ...] = ()
+    """λ̂ of the localization-check chains, per factor of ``check_localization_factors``."""
     check_llc: float = math.nan
-    """λ̂ of the localization-check chains (γ × ``check_localization_factor``); NaN without them."""
+    """Of ``check_llcs``, the one whose extrapolation moves λ̂ most; NaN without check chains."""
     localization_shift: float = math.nan
-    """(λ̂ − ``check_llc``) / ((f − 1) λ̂), f = ``check_localization_factor``: the relative change of λ̂
-    when extrapolated linearly in γ to γ → 0 (positive: λ̂ rises as γ weakens); flagged above
-    ``max_localization_shift``."""
+    """(λ̂ − ``check_llc``) / ((f − 1) λ̂) for that factor f: the relative change of λ̂ when
+    extrapolated linearly in γ from γ and f·γ to γ → 0 (positive: λ̂ rises as γ weakens), the
+    largest in size over the factors; flagged above ``max_localization_shift``."""
 
     @property
     def ok(self) -> bool:
@@ -748,23 +753,30 @@ def _below_start(excess: np.ndarray) -> bool:
 
 def _localization_check(
     run: _ChainRun, problem: _Problem, nbeta: float, init_loss: float, config: SGLDConfig
-) -> tuple[float, float, bool]:
-    """(λ̂ of the healthy localization-check chains at f·γ, the relative correction (λ̂ − that) /
-    ((f − 1) λ̂) that extrapolating λ̂ linearly in γ to γ → 0 would make, whether the two λ̂ differ by
-    more than 2 combined standard errors (std over chains / √chains each)); NaNs and False without
-    check chains, with fewer than 2 healthy chains on either side or λ̂ ≤ 0."""
+) -> list[tuple[float, float, bool]]:
+    """Per factor f of ``check_localization_factors``: (λ̂ of its healthy check chains at f·γ, the
+    relative correction (λ̂ − that) / ((f − 1) λ̂) that extrapolating λ̂ linearly in γ from γ and f·γ
+    to γ → 0 would make, whether the two λ̂ differ by more than 2 combined standard errors (std over
+    chains / √chains each)); (NaN, NaN, False) with fewer than 2 healthy chains on either side or
+    λ̂ ≤ 0, and an empty list without check chains."""
     if config.check_localization_chains == 0:
-        return math.nan, math.nan, False
+        return []
     diverged = _diverged(run.losses, init_loss, nbeta, problem.dim, config.divergence_factor)
     per_chain = nbeta * (run.losses.mean(axis=1) - init_loss)
-    main, check = slice(0, config.num_chains), slice(config.num_chains, None)
-    ours, theirs = per_chain[main][~diverged[main]], per_chain[check][~diverged[check]]
-    if ours.size < 2 or theirs.size < 2 or ours.mean() <= 0:
-        return math.nan, math.nan, False
-    main_llc, check_llc = float(ours.mean()), float(theirs.mean())
-    se = math.hypot(ours.std(ddof=1) / math.sqrt(ours.size), theirs.std(ddof=1) / math.sqrt(theirs.size))
-    correction = (main_llc - check_llc) / ((config.check_localization_factor - 1) * main_llc)
-    return check_llc, correction, abs(main_llc - check_llc) > 2 * se
+    ours = per_chain[: config.num_chains][~diverged[: config.num_chains]]
+    checks = []
+    for k, factor in enumerate(config.check_localization_factors):
+        group = slice(config.num_chains + k * config.check_localization_chains,
+                      config.num_chains + (k + 1) * config.check_localization_chains)
+        theirs = per_chain[group][~diverged[group]]
+        if ours.size < 2 or theirs.size < 2 or ours.mean() <= 0:
+            checks.append((math.nan, math.nan, False))
+            continue
+        main_llc, check_llc = float(ours.mean()), float(theirs.mean())
+        se = math.hypot(ours.std(ddof=1) / math.sqrt(ours.size), theirs.std(ddof=1) / math.sqrt(theirs.size))
+        correction = (main_llc - check_llc) / ((factor - 1) * main_llc)
+        checks.append((check_llc, correction, abs(main_llc - check_llc) > 2 * se))
+    return checks
 
 
 def _drift(excess: np.ndarray) -> tuple[float, float]:
@@ -896,7 +908,8 @@ def estimate_llc(loss_fn: LossFn, params: Any, data: Any, config: SGLDConfig = S
         sweep = _sweep(problem, config, nbeta, init_loss, kappa, progress.tick) if auto else None
         epsilon = sweep.chosen if sweep is not None else float(config.epsilon)
         gamma = [config.localization] * config.num_chains
-        gamma += [config.localization * config.check_localization_factor] * config.check_localization_chains
+        for factor in config.check_localization_factors if config.check_localization_chains else ():
+            gamma += [config.localization * factor] * config.check_localization_chains
         chains = _Chains(problem, torch.full((len(gamma),), epsilon, dtype=torch.float64), nbeta,
                          torch.tensor(gamma), config.batch_size, config.seed, _MAIN_STREAM)
         phases = _burn_in(chains, epsilon, auto, config, nbeta, init_loss, problem.dim, progress)
@@ -907,10 +920,10 @@ def estimate_llc(loss_fn: LossFn, params: Any, data: Any, config: SGLDConfig = S
 def auto_burnin(epsilon: float, config: SGLDConfig) -> int:
     """The burn-in ``num_burnin=None`` runs at step size ε (module docstring): ``burnin_relaxations``
     relaxation times 1/(εγ) of the weakest localization in the batch (the check chains' when
-    ``check_localization_factor`` < 1), within [``min_burnin``, ``max_burnin``]."""
+    smallest of ``check_localization_factors`` is below 1), within [``min_burnin``, ``max_burnin``]."""
     gamma = config.localization
     if config.check_localization_chains:
-        gamma *= min(1.0, config.check_localization_factor)
+        gamma *= min(1.0, *config.check_localization_factors)
     if gamma <= 0:
         return config.max_burnin
     steps = math.ceil(config.burnin_relaxations / (epsilon * gamma))
@@ -950,7 +963,15 @@ def _result(
     phases: tuple[BurninPhase, ...], config: SGLDConfig, sweep: EpsilonSweep | None, seconds: float,
 ) -> LLCResult:
     epsilon = phases[-1].epsilon
-    check_llc, check_shift, check_significant = _localization_check(run, problem, nbeta, init_loss, config)
+    checks = _localization_check(run, problem, nbeta, init_loss, config)
+    check_llcs = tuple(c[0] for c in checks)
+    check_llc, check_shift = math.nan, math.nan
+    for value, shift, _ in checks:
+        if math.isfinite(shift) and not abs(shift) <= abs(check_shift):  # the largest correction
+            check_llc, check_shift = value, shift
+    flagged = sorted(((shift, value, factor) for (value, shift, significant), factor
+                      in zip(checks, config.check_localization_factors)
+                      if significant and shift > config.max_localization_shift), reverse=True)
     main = config.num_chains
     run = _ChainRun(run.losses[:main], run.acceptance[:main], run.displacement[:main])
     diverged = _diverged(run.losses, init_loss, nbeta, problem.dim, config.divergence_factor)
@@ -1010,11 +1031,11 @@ def _result(
             f"across chains; chains {list(nonstationary)} show it beyond {config.max_drift_z:g} se alone), so λ̂ may be "
             "biased by more than its ± shows; run a longer burn-in (num_burnin)"
         )
-    if check_significant and check_shift > config.max_localization_shift:
+    for shift, value, factor in flagged[:1]:
         warnings.append(
             f"λ̂ depends on the localization: {config.check_localization_chains} chains at γ = "
-            f"{config.localization * config.check_localization_factor:g} give {check_llc:.4g}, and extrapolating λ̂ "
-            f"at γ = {config.localization:g} from there to γ → 0 raises λ̂ by {check_shift:.0%} (more than "
+            f"{config.localization * factor:g} give {value:.4g}, and extrapolating λ̂ "
+            f"at γ = {config.localization:g} from there to γ → 0 raises λ̂ by {shift:.0%} (more than "
             f"{config.max_localization_shift:.0%}): γ confines flat directions of this singular point, so λ̂ may be "
             "biased (usually low) by more than its standard error shows; read it with llc_uncertainty"
         )
@@ -1052,6 +1073,7 @@ def _result(
             step_curvature=epsilon * kappa,
             warnings=tuple(warnings),
             nonstationary=nonstationary,
+            check_llcs=check_llcs,
             check_llc=check_llc,
             localization_shift=check_shift,
             drift=tuple(drift_llc.tolist()),
